@@ -1,0 +1,57 @@
+"""What every command shares: --quiet/--json options, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from minivm.errors import MinivmError
+from minivm.ui import Reporter
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reporter(*, quiet: bool, json_output: bool = False) -> Reporter:
+    """The reporter for a command (--json keeps stdout clean; progress stays on stderr)."""
+    return Reporter(quiet=quiet)
+
+
+def emit_json(data: dict[str, Any]) -> None:
+    """Print one JSON object on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit to raise."""
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+def user_errors(func: F) -> F:
+    """Turn MinivmError, Ctrl-C and SIGTERM into one line on stderr and a non-zero exit."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            return func(*args, **kwargs)
+        except MinivmError as e:
+            raise fail(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing was left half-written", 130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper  # type: ignore[return-value]

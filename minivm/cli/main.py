@@ -1,0 +1,25 @@
+"""Wires the command modules into one typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from minivm.cli import appliance, build, kernel, lab, run
+
+app = typer.Typer(
+    name="minivm",
+    help="Turn a Docker image into a MiniVM: a small QEMU VM and a GNS3 appliance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("build")(build.build)
+app.add_typer(kernel.app, name="kernel")
+app.command("appliance")(appliance.appliance)
+app.command("run")(run.run)
+app.add_typer(lab.app, name="lab")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,214 @@
+"""The Docker engine, through its API (the ``docker`` SDK): build, resolve, export. No CLI calls."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import docker
+import docker.errors
+from docker import APIClient
+
+from minivm.errors import MinivmError
+from minivm.ui import Reporter
+
+START_HINT = (
+    "start one with `sudo systemctl start docker` (or `sudo dockerd &`), "
+    "or set DOCKER_HOST; a user must be in the `docker` group"
+)
+LOG_TAIL_LINES = 8
+
+# Files the engine puts in every container (its "init layer"), not the image's own content.
+# When they are empty (the image had none), they are dropped from an export so that the
+# engine path and the daemonless path give the same tree.
+ENGINE_ARTIFACTS = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What the init needs from an image's config, as Docker stores it."""
+
+    image_id: str
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    exposed_ports: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_docker(cls, image_id: str, config: dict[str, Any] | None) -> ImageConfig:
+        """Read the ``Config`` object of an image (engine inspect or archive config blob)."""
+        config = config or {}
+        return cls(
+            image_id=image_id,
+            entrypoint=list(config.get("Entrypoint") or []),
+            cmd=list(config.get("Cmd") or []),
+            env=list(config.get("Env") or []),
+            workdir=config.get("WorkingDir") or "",
+            user=config.get("User") or "",
+            exposed_ports=sorted(config.get("ExposedPorts") or {}),
+            labels=dict(sorted((config.get("Labels") or {}).items())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id, "entrypoint": self.entrypoint, "cmd": self.cmd,
+            "env": self.env, "workdir": self.workdir, "user": self.user,
+            "exposed_ports": self.exposed_ports, "labels": self.labels,
+        }
+
+
+def connect() -> APIClient:
+    """A client for the engine named by DOCKER_HOST (default: the local socket), checked alive."""
+    try:
+        client = docker.from_env(timeout=600).api
+        client.ping()
+    except docker.errors.DockerException as e:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        reason = "permission denied" if "Permission denied" in str(e) else "no answer"
+        raise MinivmError(f"cannot reach the Docker engine at {where} ({reason})",
+                          hint=START_HINT) from None
+    return client
+
+
+def build_image(
+    client: APIClient,
+    context: Path,
+    *,
+    reporter: Reporter,
+    dockerfile: str | None = None,
+    target: str | None = None,
+    buildargs: dict[str, str] | None = None,
+    tag: str | None = None,
+) -> str:
+    """Build a Docker context, streaming its log; return the image id.
+
+    A failing step raises a MinivmError naming the step and the tail of its log.
+    """
+    if not context.is_dir():
+        raise MinivmError(f"no such build context: {context}",
+                          hint="name a folder under images/ or a folder with a Dockerfile")
+    dockerfile_path = context / (dockerfile or "Dockerfile")
+    if not dockerfile_path.is_file():
+        raise MinivmError(f"no Dockerfile in {context}", hint="add one, or name another folder")
+    step, tail, image_id = "", [], None
+    try:
+        stream = client.build(
+            path=str(context), dockerfile=dockerfile, target=target, buildargs=buildargs,
+            tag=tag, rm=True, forcerm=True, decode=True, pull=False,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                detail = chunk.get("error", "").strip()
+                log = " | ".join(line.strip() for line in tail[-LOG_TAIL_LINES:] if line.strip())
+                raise MinivmError(
+                    f"docker build of {context} failed at {step or 'the first step'}: {detail}"
+                    + (f"; log tail: {log}" if log else "")
+                )
+            text = chunk.get("stream") or chunk.get("status") or ""
+            for line in text.splitlines():
+                if re.match(r"^Step \d+/\d+ : ", line):
+                    step, tail = line.strip(), []
+                else:
+                    tail.append(line)
+                reporter.log_line(line)
+            if aux := chunk.get("aux"):
+                image_id = aux.get("ID", image_id)
+    except docker.errors.APIError as e:
+        raise MinivmError(f"docker build of {context} failed: {e.explanation or e}") from None
+    if not image_id:
+        raise MinivmError(f"docker build of {context} returned no image id")
+    return image_id
+
+
+def resolve_image(client: APIClient, ref: str, *, reporter: Reporter) -> str:
+    """The id of image ``ref``: local if the engine has it, else pulled."""
+    try:
+        return client.inspect_image(ref)["Id"]
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as e:
+        raise MinivmError(f"cannot inspect image {ref}: {e.explanation or e}") from None
+    reporter.info(f"pulling {ref}")
+    try:
+        for chunk in client.pull(ref, stream=True, decode=True):
+            if "error" in chunk:
+                raise docker.errors.APIError(chunk["error"])
+        return client.inspect_image(ref)["Id"]
+    except docker.errors.APIError as e:
+        reason = getattr(e, "explanation", None) or str(e)
+        raise MinivmError(f"no such image: {ref} (not local, and the pull failed: "
+                          f"{' '.join(str(reason).split())[:200]})",
+                          hint="check the name, or build it first") from None
+
+
+def image_config(client: APIClient, image_id: str) -> ImageConfig:
+    """The config (Entrypoint, Cmd, Env, ...) of an image the engine has."""
+    info = client.inspect_image(image_id)
+    return ImageConfig.from_docker(info["Id"], info.get("Config"))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks (the export API's answer)."""
+
+    def __init__(self, chunks: Iterator[bytes], on_bytes: Callable[[int], None]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._on_bytes = on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+            self._on_bytes(len(self._buffer))
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+@contextmanager
+def exported_filesystem(
+    client: APIClient, image_id: str, *, on_bytes: Callable[[int], None] = lambda n: None
+) -> Iterator[BinaryIO]:
+    """Create (never start) a container of the image and yield its flattened filesystem as a
+    tar stream. The container is removed afterwards, whatever happens."""
+    try:
+        container = client.create_container(image_id, command=["/.minivm-export"],
+                                            entrypoint=[], network_disabled=True,
+                                            labels={"minivm": "export"})["Id"]
+    except docker.errors.APIError as e:
+        raise MinivmError(
+            f"cannot create a container of {image_id}: {e.explanation or e}"
+        ) from None
+    try:
+        chunks = client.export(container, chunk_size=1 << 20)
+        yield io.BufferedReader(_ChunkReader(iter(chunks), on_bytes), buffer_size=1 << 20)
+    finally:
+        with suppress(docker.errors.APIError):
+            client.remove_container(container, force=True, v=True)
+
+
+def remove_image(client: APIClient, image_id: str) -> None:
+    """Remove an image, ignoring one already gone."""
+    with suppress(docker.errors.APIError):
+        client.remove_image(image_id, force=True, noprune=False)
+
+
+def dump(obj: Any) -> str:
+    """Compact, sorted JSON (for cache keys and stored configs)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

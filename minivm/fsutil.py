@@ -1,0 +1,76 @@
+"""Small file helpers: outputs that appear whole or not at all, and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
+
+    On any exception (Ctrl-C included) the temporary file or folder is removed.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, final) if not final.is_dir() else _replace_dir(tmp, final)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, old)
+    os.replace(tmp, final)
+    remove(old)
+
+
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def md5_file(path: Path) -> str:
+    """The md5 of a file, as GNS3 lists it (32 lowercase hex digits)."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(root: Path) -> str:
+    """A digest of a folder's names, modes and contents (for cache keys)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if "__pycache__" not in p.parts):
+        rel = path.relative_to(root).as_posix()
+        st = path.lstat()
+        digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode())
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, object]:
+    """Path, size and md5 of an output file, as --json reports it."""
+    return {"path": str(path), "size": path.stat().st_size, "md5": md5_file(path)}
