@@ -1,17 +1,28 @@
-"""``minivm kernel build``: the shared kernel kit (owned by the kernel-kit work)."""
+"""``minivm kernel build``: the shared kernel kit (kernel, initramfs, module disk)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from minivm.cli.common import Json, Quiet, fail, user_errors
+from minivm import kernel
+from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
 
 app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module disk).",
                   no_args_is_help=True)
 
+Force = Annotated[bool, typer.Option("--force", help="Rebuild even if nothing changed.")]
+
 
 @app.command("build")
 @user_errors
-def build(quiet: Quiet = False, json_output: Json = False) -> None:
+def build(quiet: Quiet = False, json_output: Json = False, force: Force = False) -> None:
     """Build the kernel kit once; every appliance shares it."""
-    raise fail("minivm kernel build is not implemented yet")
+    kit = kernel.build(reporter=reporter(quiet=quiet, json_output=json_output),
+                       force=force)
+    if json_output:
+        emit_json(kit.to_json())
+    elif not quiet:
+        for role, record in kit.to_json()["files"].items():
+            typer.echo(f"{role:8} {record['path']}  {record['size'] / 1e6:.2f} MB")

@@ -1,0 +1,382 @@
+"""The shared kernel kit: a distribution kernel, minivm's own initramfs, and a module disk.
+
+Stages: fetch (Docker build of ``kernel/``: the package unpacked, plus static busybox and
+e2fsck) -> export (the ``/kit`` folder of that image, read as a tar stream) -> initramfs (cpio
+of busybox, e2fsck, ``kernel/init`` and the modules needed to reach the root) -> module disk
+(every module, ext4 labelled ``minivm-modules`` in a QCOW2). The result goes to
+``build/kernel/<kver>-<hash>/``; ``build/kernel/current`` points at the latest.
+
+Nothing changed (same ``kernel/`` folder, same base image, same minivm) -> the kit is reused.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minivm import __version__, cache, engine, initramfs, kmod
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_path, atomic_write_bytes, file_record, remove, sha256_tree
+from minivm.paths import MODULES_LABEL, build_dir, kernel_dir
+from minivm.tarstream import SymlinkGuard, read_entries
+from minivm.ui import Reporter
+
+MANIFEST = "manifest.json"
+KIT_PREFIX = "kit/"
+UUID_NAMESPACE = uuid.UUID("6f1d6a53-3a2e-4c52-9a0b-6b8d2b1f6d11")
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    """``kernel/kit.toml``: where the kernel comes from and what the initramfs carries."""
+
+    base: str
+    package: str
+    initramfs_modules: tuple[str, ...]
+    boot_modules: tuple[str, ...]
+    compression: str = "gzip"
+    module_disk: bool = True
+
+
+@dataclass(frozen=True)
+class Kit:
+    """A built kernel kit: its folder, files and manifest."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    cached: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kernel_version(self) -> str:
+        return str(self.manifest["kernel_version"])
+
+    def path(self, role: str) -> Path | None:
+        """The file playing ``role`` (kernel, initrd, modules), if the kit has it."""
+        record = self.manifest["files"].get(role)
+        return self.folder / record["name"] if record else None
+
+    @property
+    def kernel(self) -> Path:
+        return self.folder / self.manifest["files"]["kernel"]["name"]
+
+    @property
+    def initrd(self) -> Path:
+        return self.folder / self.manifest["files"]["initrd"]["name"]
+
+    @property
+    def modules(self) -> Path | None:
+        return self.path("modules")
+
+    def to_json(self) -> dict[str, Any]:
+        files = {role: {"path": str(self.folder / rec["name"]), "size": rec["size"],
+                        "md5": rec["md5"]} for role, rec in self.manifest["files"].items()}
+        return {"kernel_version": self.kernel_version, "folder": str(self.folder),
+                "cached": self.cached, "files": files, "packages": self.manifest["packages"],
+                "seconds": self.seconds}
+
+
+def load_config(folder: Path) -> KitConfig:
+    """Read and check ``kit.toml`` in the kernel folder."""
+    path = folder / "kit.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MinivmError(f"no kernel kit configuration at {path}",
+                          hint="restore kernel/kit.toml from the minivm sources") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MinivmError(f"{path} is not valid TOML: {e}", hint="fix the file") from None
+    try:
+        config = KitConfig(
+            base=str(data["base"]), package=str(data["package"]),
+            initramfs_modules=tuple(map(str, data.get("initramfs_modules", []))),
+            boot_modules=tuple(map(str, data.get("boot_modules", []))),
+            compression=str(data.get("compression", "gzip")),
+            module_disk=bool(data.get("module_disk", True)),
+        )
+    except KeyError as e:
+        raise MinivmError(f"{path} lacks the key {e.args[0]!r}",
+                          hint="it needs at least `base` and `package`") from None
+    if config.compression not in initramfs.COMPRESSIONS:
+        raise MinivmError(f"{path}: compression {config.compression!r} is not one of "
+                          f"{', '.join(initramfs.COMPRESSIONS)}", hint="fix the file")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", config.package):
+        raise MinivmError(f"{path}: {config.package!r} is not a Debian package name",
+                          hint="fix `package`")
+    return config
+
+
+def kits_dir() -> Path:
+    return build_dir() / "kernel"
+
+
+def current() -> Kit | None:
+    """The kit ``build/kernel/current`` points at, if it is there and whole."""
+    folder = kits_dir() / "current"
+    manifest = _load_manifest(folder)
+    return Kit(folder.resolve(), manifest, cached=True) if manifest and _whole(
+        folder, manifest) else None
+
+
+def build(*, reporter: Reporter, force: bool = False, source: Path | None = None,
+          output_root: Path | None = None) -> Kit:
+    """Build the kernel kit (or reuse the one built from the same inputs)."""
+    source = source or kernel_dir()
+    output_root = output_root or kits_dir()
+    config = load_config(source)
+    with reporter.stage("check", "Checking the kernel kit inputs"):
+        client = engine.connect()
+        base_id = engine.resolve_image(client, config.base, reporter=reporter)
+        key = cache.key(kernel_folder=sha256_tree(source), base=base_id)
+        if not force and (kit := _find_cached(output_root, key)):
+            _point_current(output_root, kit.folder)
+            reporter.info(f"kernel kit {kit.kernel_version} is up to date: {kit.folder} "
+                          "(nothing changed; --force rebuilds it)")
+            return Kit(kit.folder, kit.manifest, cached=True, seconds=reporter.seconds)
+    try:
+        return _build(client, config, source, output_root, key, base_id, reporter)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            free = shutil.disk_usage(output_root if output_root.exists() else "/").free
+            raise MinivmError(f"disk full while building the kernel kit in {output_root} "
+                              f"({free >> 20} MiB free)",
+                              hint="free some space, or point MINIVM_BUILD_DIR elsewhere") from None
+        raise
+
+
+def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key: str,
+           base_id: str, reporter: Reporter) -> Kit:
+    with reporter.stage("fetch", f"Fetching {config.package} (docker build of {source})"):
+        image_id = _build_image(client, config, source, reporter)
+    output_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=output_root) as work_name:
+        work = Path(work_name) / "kit"
+        with reporter.stage("export", "Reading the kernel, modules and tools from the image"), \
+                reporter.bytes("exported") as advance, \
+                engine.exported_filesystem(client, image_id, on_bytes=advance) as stream:
+            _extract_kit(stream, work)
+        kver = _kernel_version(work)
+        timestamp = _timestamp(work, kver)
+        folder = output_root / f"{kver}-{key[:12]}"
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            files: dict[str, Path] = {}
+            files["kernel"] = tmp / f"vmlinuz-{kver}"
+            shutil.copyfile(work / f"vmlinuz-{kver}", files["kernel"])
+            with reporter.stage("initramfs", "Writing the initramfs"):
+                files["initrd"] = tmp / f"initrd-{kver}-{key[:12]}.img"
+                selection = write_initramfs(work, kver, config, source, files["initrd"],
+                                            timestamp=timestamp, reporter=reporter)
+            if config.module_disk:
+                with reporter.stage("modules", "Writing the module disk"):
+                    files["modules"] = tmp / f"modules-{kver}-{key[:12]}.qcow2"
+                    write_module_disk(work / "modules", kver, files["modules"],
+                                      timestamp=timestamp, reporter=reporter)
+            manifest = {
+                "key": key, "minivm": __version__, "kernel_version": kver,
+                "base": {"ref": config.base, "id": base_id}, "package": config.package,
+                "packages": _packages(work), "compression": config.compression,
+                "timestamp": timestamp,
+                "initramfs_modules": sorted(selection.names),
+                "boot_modules": list(config.boot_modules),
+                "files": {role: _record(p) for role, p in files.items()},
+            }
+            atomic_write_bytes(tmp / MANIFEST, _dump(manifest))
+    _point_current(output_root, folder)
+    reporter.info(f"kernel kit {kver} written to {folder}")
+    return Kit(folder, manifest, cached=False, seconds=reporter.seconds)
+
+
+def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporter) -> str:
+    try:
+        return engine.build_image(client, source, reporter=reporter,
+                                  buildargs={"BASE": config.base,
+                                             "KERNEL_PACKAGE": config.package},
+                                  tag="minivm-kernel:latest")
+    except MinivmError as e:
+        text = str(e)
+        if "Unable to locate package" in text or "has no installation candidate" in text:
+            raise MinivmError(
+                f"kernel package {config.package!r} not found by apt in {config.base}",
+                hint=f"check `package` in {source / 'kit.toml'}") from None
+        apt = re.findall(r"(E: [^|]+)", text)
+        if apt:
+            raise MinivmError(f"fetching {config.package} failed: {apt[-1].strip()}",
+                              hint="check the network and the apt sources of "
+                                   f"{config.base}") from None
+        raise
+
+
+def _extract_kit(stream: Any, work: Path) -> None:
+    """Write the image's ``/kit`` folder into ``work`` (regular files and folders only)."""
+    guard = SymlinkGuard("kernel image export")
+    work.mkdir(parents=True)
+    for info, data in read_entries(stream, where="kernel image export"):
+        if not info.name.startswith(KIT_PREFIX):
+            continue
+        guard.check(info)
+        target = work / info.name[len(KIT_PREFIX):]
+        if info.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif info.isreg() and data is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as f:
+                shutil.copyfileobj(data, f, 1 << 20)
+            os.chmod(target, info.mode & 0o755)
+            os.utime(target, (info.mtime, info.mtime))
+        elif info.issym():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(info.linkname, target)
+    for needed in ("busybox", "busybox.links", "e2fsck", "modules"):
+        if not (work / needed).exists():
+            raise MinivmError(f"the kernel image has no /kit/{needed}",
+                              hint="kernel/Dockerfile must write it; see its header")
+
+
+def _kernel_version(work: Path) -> str:
+    versions = sorted(p.name for p in (work / "modules").iterdir() if p.is_dir())
+    if len(versions) != 1:
+        raise MinivmError(f"expected one kernel version in the package, found {versions}",
+                          hint="name a package holding one kernel in kernel/kit.toml")
+    kver = versions[0]
+    if not (work / f"vmlinuz-{kver}").is_file():
+        raise MinivmError(f"the package has modules for {kver} but no vmlinuz-{kver}")
+    return kver
+
+
+def _timestamp(work: Path, kver: str) -> int:
+    """The package's own date (mtime of a file it ships): the time every output carries."""
+    return int((work / "modules" / kver / "modules.builtin").stat().st_mtime)
+
+
+def _packages(work: Path) -> list[str]:
+    return [line for line in (work / "packages").read_text().splitlines() if line.strip()]
+
+
+def write_initramfs(work: Path, kver: str, config: KitConfig, source: Path, output: Path, *,
+                    timestamp: int, reporter: Reporter) -> kmod.Selection:
+    """The initramfs: busybox and its applet links, e2fsck, the init, the chosen modules."""
+    tree = initramfs.Tree()
+    for folder in ("dev", "proc", "sys", "newroot", "root", "tmp", "run", "etc",
+                   f"lib/modules/{kver}"):
+        tree.dir(folder)
+    tree.char_device("dev/console", 5, 1)
+    tree.char_device("dev/null", 1, 3, mode=0o666)
+    tree.file("bin/busybox", (work / "busybox").read_bytes(), mode=0o755)
+    for link in (work / "busybox.links").read_text().split():
+        if link.strip("/") != "bin/busybox":
+            tree.symlink(link, "/bin/busybox")
+    tree.file("sbin/e2fsck", (work / "e2fsck").read_bytes(), mode=0o755)
+    for alias in ("fsck.ext2", "fsck.ext3", "fsck.ext4"):
+        tree.symlink(f"sbin/{alias}", "e2fsck")
+    tree.file("init", (source / "init").read_bytes(), mode=0o755)
+    tree.symlink("etc/mtab", "/proc/mounts")
+    tree.file("etc/e2fsck.conf", b"[options]\n\tbroken_system_clock = true\n")
+
+    modules_dir = work / "modules" / kver
+    deps = kmod.parse_modules_dep((modules_dir / "modules.dep").read_text())
+    builtin = kmod.parse_builtin((modules_dir / "modules.builtin").read_text())
+    selection = kmod.closure(config.initramfs_modules, deps, builtin)
+    skipped = [*selection.missing, *(f"{n} (built in)" for n in selection.builtin)]
+    if skipped:
+        reporter.info(f"  not in this kernel as modules, skipped: {', '.join(skipped)}")
+    for rel in sorted(selection.paths):
+        tree.file(f"lib/modules/{kver}/{rel}", (modules_dir / rel).read_bytes())
+    for name, data in kmod.subset_index(modules_dir, selection).items():
+        tree.file(f"lib/modules/{kver}/{name}", data)
+    boot = [m for m in config.boot_modules if m.replace("-", "_") in selection.names]
+    tree.file("etc/modules-boot", "".join(f"{m}\n" for m in boot).encode())
+    size = initramfs.write(tree, output, compression=config.compression, mtime=timestamp)
+    reporter.info(f"  {len(selection.paths)} modules, {len(tree)} entries, "
+                  f"{size / 1e6:.2f} MB ({config.compression})")
+    return selection
+
+
+def module_disk_entries(modules_root: Path, kver: str, timestamp: int) -> Iterator[Any]:
+    """``<kver>/...`` as tar entries: sorted, owner 0:0, one mtime (the disk is mounted on
+    ``/lib/modules``)."""
+    top = modules_root / kver
+    paths = [top, *sorted(top.rglob("*"))]
+    for path in paths:
+        name = path.relative_to(modules_root).as_posix()
+        info = tarfile.TarInfo(name)
+        info.mtime, info.uid, info.gid, info.uname, info.gname = timestamp, 0, 0, "", ""
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+            yield info, None
+        elif stat.S_ISDIR(st.st_mode):
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            yield info, None
+        else:
+            info.size, info.mode = st.st_size, 0o644
+            with path.open("rb") as f:
+                yield info, f
+
+
+def write_module_disk(modules_root: Path, kver: str, output: Path, *, timestamp: int,
+                      reporter: Reporter) -> None:
+    """Every module of the kernel, depmod-ed, in an ext4 labelled minivm-modules (QCOW2)."""
+    from minivm import disk
+
+    disk.write_qcow2(module_disk_entries(modules_root, kver, timestamp), output,
+                     label=MODULES_LABEL, uuid=uuid.uuid5(UUID_NAMESPACE, f"modules:{kver}"),
+                     timestamp=timestamp, reporter=reporter)
+
+
+def _record(path: Path) -> dict[str, Any]:
+    record = file_record(path)
+    return {"name": path.name, "size": record["size"], "md5": record["md5"]}
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _load_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def _whole(folder: Path, manifest: dict[str, Any]) -> bool:
+    for record in manifest["files"].values():
+        path = folder / record["name"]
+        if not path.is_file() or path.stat().st_size != record["size"]:
+            return False
+    return True
+
+
+def _find_cached(output_root: Path, key: str) -> Kit | None:
+    if not output_root.is_dir():
+        return None
+    for folder in sorted(output_root.glob(f"*-{key[:12]}")):
+        manifest = _load_manifest(folder)
+        if manifest and manifest.get("key") == key and _whole(folder, manifest):
+            return Kit(folder, manifest, cached=True)
+    return None
+
+
+def _point_current(output_root: Path, folder: Path) -> None:
+    """Make ``current`` point at ``folder``, atomically (a new link renamed over the old)."""
+    link = output_root / "current"
+    if link.is_symlink() and os.readlink(link) == folder.name:
+        return
+    tmp = output_root / f".current.tmp-{os.getpid()}"
+    remove(tmp)
+    os.symlink(folder.name, tmp)
+    os.replace(tmp, link)
