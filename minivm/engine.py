@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,13 +44,16 @@ class ImageConfig:
     user: str = ""
     exposed_ports: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    created: int = 0
 
     @classmethod
-    def from_docker(cls, image_id: str, config: dict[str, Any] | None) -> ImageConfig:
+    def from_docker(cls, image_id: str, config: dict[str, Any] | None,
+                    created: str | None = None) -> ImageConfig:
         """Read the ``Config`` object of an image (engine inspect or archive config blob)."""
         config = config or {}
         return cls(
             image_id=image_id,
+            created=_epoch(created),
             entrypoint=list(config.get("Entrypoint") or []),
             cmd=list(config.get("Cmd") or []),
             env=list(config.get("Env") or []),
@@ -63,8 +67,18 @@ class ImageConfig:
         return {
             "image_id": self.image_id, "entrypoint": self.entrypoint, "cmd": self.cmd,
             "env": self.env, "workdir": self.workdir, "user": self.user,
-            "exposed_ports": self.exposed_ports, "labels": self.labels,
+            "exposed_ports": self.exposed_ports, "labels": self.labels, "created": self.created,
         }
+
+
+def _epoch(created: str | None) -> int:
+    """Seconds since the epoch of an RFC 3339 time as Docker writes it (0 when absent)."""
+    if not created:
+        return 0
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", created)
+    if not match:
+        return 0
+    return int(datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC).timestamp())
 
 
 def connect() -> APIClient:
@@ -154,7 +168,7 @@ def resolve_image(client: APIClient, ref: str, *, reporter: Reporter) -> str:
 def image_config(client: APIClient, image_id: str) -> ImageConfig:
     """The config (Entrypoint, Cmd, Env, ...) of an image the engine has."""
     info = client.inspect_image(image_id)
-    return ImageConfig.from_docker(info["Id"], info.get("Config"))
+    return ImageConfig.from_docker(info["Id"], info.get("Config"), info.get("Created"))
 
 
 class _ChunkReader(io.RawIOBase):

@@ -1,0 +1,168 @@
+"""``minivm build``: from an image (folder, context, reference or archive) to a root QCOW2.
+
+Data flows one way: image -> tar entries -> (cleaning, injection) -> ext4 -> QCOW2.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from minivm import cache, disk, engine, inject, layers
+from minivm.archive import open_archive
+from minivm.engine import ImageConfig
+from minivm.fsutil import file_record, remove, sha256_tree
+from minivm.paths import ROOT_LABEL, build_dir, init_dir
+from minivm.rootfs import RootfsStats, compose
+from minivm.source import Kind, Source, classify
+from minivm.tarstream import Entry, read_entries
+from minivm.ui import Reporter
+
+UUID_NAMESPACE = uuid.UUID("6f1c1c3e-4a7e-4c55-9a57-6d696e69766d")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``minivm build`` produced (or found up to date)."""
+
+    name: str
+    folder: Path
+    qcow2: Path
+    image_id: str
+    config: ImageConfig
+    backend: str
+    cached: bool
+    record: dict[str, Any]
+
+
+def build(
+    text: str,
+    *,
+    reporter: Reporter,
+    size: int | None = None,
+    backend: str = "auto",
+    output_dir: Path | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Build the root disk of ``text`` (see :func:`minivm.source.classify`)."""
+    started = time.monotonic()
+    source = classify(text)
+    folder = (output_dir or build_dir()) / source.name
+    chosen = disk.pick_backend(backend)
+    inputs = {"name": source.name, "init": sha256_tree(init_dir()), "size": size,
+              "backend": chosen}
+    with ExitStack() as stack:
+        client = None if source.kind is Kind.ARCHIVE else engine.connect()
+        context_key = _context_key(client, source, inputs) if source.kind is Kind.CONTEXT else None
+        if context_key and not force and (record := _fresh_by_context(folder, context_key)):
+            return _cached(record, folder, reporter, started)
+        image_id, config, entries = stack.enter_context(
+            _open_image(client, source, reporter=reporter))
+        key = cache.key(image=image_id, **inputs)
+        if not force and (record := cache.fresh(folder, key)):
+            return _cached(record, folder, reporter, started)
+        injection = inject.prepare(reporter=reporter)
+        qcow2 = folder / f"{source.name}-{_short(image_id)}.qcow2"
+        composed = compose(entries, config=config, name=source.name, injection=injection.root,
+                           stats=RootfsStats(), from_engine=client is not None, where=source.text,
+                           stamp=_timestamp(config))
+        result = disk.write_qcow2(
+            composed, qcow2, label=ROOT_LABEL, uuid=uuid.uuid5(UUID_NAMESPACE, key),
+            timestamp=_timestamp(config), size=size, backend=chosen, reporter=reporter)
+    for stale in folder.glob(f"{source.name}-*.qcow2"):
+        if stale != qcow2:
+            remove(stale)
+    reporter.seconds["total"] = round(time.monotonic() - started, 3)
+    record = {
+        "key": key, "context_key": context_key, "name": source.name, "source": source.text,
+        "image_id": image_id, "config": config.to_json(), "backend": result.backend,
+        "fs_size": result.fs_size, "content_bytes": result.content_bytes,
+        "entries": result.entries, "outputs": {"root": file_record(qcow2)},
+        "seconds": dict(reporter.seconds),
+    }
+    cache.save(folder, record)
+    reporter.info(f"[green]✓[/] {qcow2} ({qcow2.stat().st_size / 1e6:.1f} MB, "
+                  f"backend {result.backend}, {reporter.seconds['total']:.1f} s)")
+    return BuildResult(source.name, folder, qcow2, image_id, config, result.backend, False, record)
+
+
+def _cached(record: dict[str, Any], folder: Path, reporter: Reporter,
+            started: float) -> BuildResult:
+    qcow2 = Path(record["outputs"]["root"]["path"])
+    reporter.seconds = {"total": round(time.monotonic() - started, 3)}
+    reporter.info(f"[green]✓[/] up to date (image {_short(record['image_id'])} and injected files "
+                  f"unchanged): {qcow2}")
+    config = ImageConfig(**{k: v for k, v in record["config"].items()})
+    return BuildResult(record["name"], folder, qcow2, record["image_id"], config,
+                       record["backend"], True, record)
+
+
+def _fresh_by_context(folder: Path, context_key: str) -> dict[str, Any] | None:
+    record = cache.load(folder)
+    if record and record.get("context_key") == context_key:
+        return cache.fresh(folder, record["key"])
+    return None
+
+
+def _context_key(client: Any, source: Source, inputs: dict[str, Any]) -> str | None:
+    """A key for a build context that needs no docker build: the context's files and the ids
+    of its base images. None when a base is unknown (then docker build decides)."""
+    assert source.path is not None
+    bases = []
+    for ref in _from_refs(source.path / "Dockerfile"):
+        try:
+            bases.append(client.inspect_image(ref)["Id"])
+        except Exception:
+            return None
+    return cache.key(context=sha256_tree(source.path), bases=bases, **inputs)
+
+
+def _from_refs(dockerfile: Path) -> list[str]:
+    """The external images a Dockerfile starts FROM (stage names excluded)."""
+    refs, stages = [], set()
+    for line in dockerfile.read_text(errors="replace").splitlines():
+        match = re.match(r"\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if match:
+            if match.group(1).lower() not in stages and match.group(1) != "scratch":
+                refs.append(match.group(1))
+            if match.group(2):
+                stages.add(match.group(2).lower())
+    return refs
+
+
+@contextmanager
+def _open_image(client: Any, source: Source, *,
+                reporter: Reporter) -> Iterator[tuple[str, ImageConfig, Iterator[Entry]]]:
+    """The image's id, config and flattened entries, from the engine or an archive."""
+    if source.kind is Kind.ARCHIVE:
+        assert source.path is not None
+        archive = open_archive(source.path)
+        reporter.info(f"reading {source.path} ({len(archive.layers)} layers, no engine)")
+        yield archive.config.image_id, archive.config, layers.flatten(archive.layers)
+        return
+    if source.kind is Kind.CONTEXT:
+        assert source.path is not None
+        with reporter.stage("docker_build", f"Building {source.path} with the Docker engine"):
+            image_id = engine.build_image(client, source.path, reporter=reporter,
+                                          tag=f"minivm/{source.name.lower()}:latest")
+    else:
+        image_id = engine.resolve_image(client, source.text, reporter=reporter)
+    config = engine.image_config(client, image_id)
+    reporter.info(f"exporting image {_short(image_id)} from the engine (streamed, never run)")
+    with engine.exported_filesystem(client, image_id) as stream:
+        yield image_id, config, read_entries(stream, where=f"export of {source.text}")
+
+
+def _timestamp(config: ImageConfig) -> int:
+    """The filesystem's creation time: the image's, so that rebuilds are identical."""
+    return config.created or 1
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":")[-1][:12]

@@ -1,0 +1,42 @@
+"""``minivm build``: an image (folder, context, reference or archive) to a MiniVM disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from minivm import build as builder
+from minivm import disk
+from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+
+SOURCE_HELP = ("An image folder under images/, a Docker build context, an image the engine has "
+               "(or can pull), or a `docker save` / OCI archive (no engine needed).")
+
+
+@user_errors
+def build(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)],
+    size: Annotated[str | None, typer.Option(help="Filesystem size (512M, 2G); default: "
+                                                  "from the content, with headroom.")] = None,
+    backend: Annotated[str, typer.Option(help="Disk writer: auto, mke2fs (root or fakeroot) "
+                                              "or guestfs (libguestfs).")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Output folder (default: build/).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Build a MiniVM root disk (compressed QCOW2) from a Docker image."""
+    report = reporter(quiet=quiet, json_output=json_output)
+    result = builder.build(source, reporter=report, backend=backend, output_dir=output,
+                           size=disk.parse_size(size) if size else None, force=force)
+    if json_output:
+        record = result.record
+        emit_json({
+            "name": result.name, "image_id": result.image_id, "cached": result.cached,
+            "backend": result.backend, "outputs": record["outputs"],
+            "seconds": report.seconds if not result.cached else {**report.seconds},
+            "built_seconds": record.get("seconds", {}),
+        })

@@ -1,0 +1,162 @@
+"""The root filesystem's content: the image's entries, cleaned, plus what minivm injects.
+
+This is the one seam between an image and its VM: the init program and its defaults
+(from ``init/``, see :mod:`minivm.inject`) and the image config the init reads
+(``/.minivm/config`` and ``/.minivm/image.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minivm.engine import ENGINE_ARTIFACTS, ImageConfig
+from minivm.tarstream import Entry, SymlinkGuard
+
+MINIVM_DIR = ".minivm"
+# Folders the init mounts on or writes to: created when an image lacks them (FROM scratch).
+STANDARD_DIRS = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "tmp": 0o1777, "run": 0o755,
+                 "etc": 0o755}
+MTAB = ("etc/mtab", "../proc/self/mounts")
+
+
+@dataclass
+class RootfsStats:
+    """What went into the filesystem: entry times (for timestamp fixing) and sizes."""
+
+    mtimes: dict[str, int] = field(default_factory=dict)
+    data_bytes: int = 0
+    newest: int = 0
+
+    @property
+    def entries(self) -> int:
+        return len(self.mtimes)
+
+
+def run_config(config: ImageConfig, *, name: str) -> str:
+    """The ``/.minivm/config`` text: one ``KEY VALUE`` record a line, lists as repeated keys."""
+    records = [("name", name)]
+    records += [("entrypoint", arg) for arg in config.entrypoint]
+    records += [("cmd", arg) for arg in config.cmd]
+    records += [("env", item) for item in config.env]
+    if config.workdir:
+        records.append(("workdir", config.workdir))
+    if config.user:
+        records.append(("user", config.user))
+    return "".join(f"{key} {_escape(value)}\n" for key, value in records)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def compose(
+    entries: Iterable[Entry],
+    *,
+    config: ImageConfig,
+    name: str,
+    injection: Path | None,
+    stats: RootfsStats,
+    from_engine: bool,
+    where: str,
+    stamp: int,
+) -> Iterator[Entry]:
+    """The image's entries (engine artifacts and any ``/.minivm`` dropped), then the injected
+    tree, the config files and missing standard folders. Fills ``stats`` as it goes.
+
+    ``stamp`` (the image's creation time) dates what minivm adds, and no time is later than it:
+    the folders the engine touches when it creates a container must not date the disk.
+    """
+    guard = SymlinkGuard(where)
+    seen: set[str] = set()
+    for info, data in entries:
+        if not info.name or info.name == MINIVM_DIR or info.name.startswith(MINIVM_DIR + "/"):
+            continue
+        if from_engine and _engine_artifact(info):
+            continue
+        guard.check(info)
+        info.mtime = min(info.mtime, stamp)
+        _record(stats, info)
+        seen.add(info.name)
+        yield info, data
+    extra: list[Entry] = []
+    for rel, mode in sorted(STANDARD_DIRS.items()):
+        if rel not in seen:
+            extra.append((_dir(rel, mode, stamp), None))
+    if injection is not None:
+        extra += _tree(injection, seen, stamp)
+    if MTAB[0] not in seen:
+        extra.append((_symlink(*MTAB, stamp), None))
+    for rel, text in (("config", run_config(config, name=name)),
+                      ("image.json", json.dumps(config.to_json(), indent=2, sort_keys=True,
+                                                ensure_ascii=False) + "\n")):
+        extra.append(_file(f"{MINIVM_DIR}/{rel}", text.encode(), 0o644, stamp))
+    for info, data in extra:
+        _record(stats, info, update_newest=False)
+        seen.add(info.name)
+        yield info, data
+    stats.mtimes[""] = stamp
+
+
+def _engine_artifact(info: tarfile.TarInfo) -> bool:
+    """An empty file the engine adds to every container (the image did not have it)."""
+    if info.name == MTAB[0]:
+        return info.issym() and info.linkname == "/proc/mounts"
+    return info.name in ENGINE_ARTIFACTS and info.isreg() and info.size == 0
+
+
+def _record(stats: RootfsStats, info: tarfile.TarInfo, *, update_newest: bool = True) -> None:
+    mtime = int(info.mtime)
+    stats.mtimes[info.name] = mtime
+    if info.isreg():
+        stats.data_bytes += info.size
+    if update_newest:
+        stats.newest = max(stats.newest, mtime)
+
+
+def _tree(root: Path, seen: set[str], stamp: int) -> Iterator[Entry]:
+    """The injected tree: ``.minivm/`` always, other paths only where the image has none."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        ours = rel == MINIVM_DIR or rel.startswith(MINIVM_DIR + "/")
+        if rel in seen and not ours:
+            continue
+        st = path.lstat()
+        mode = stat.S_IMODE(st.st_mode)
+        if path.is_symlink():
+            yield _symlink(rel, os.readlink(path), stamp), None
+        elif path.is_dir():
+            if rel not in seen:
+                yield _dir(rel, mode, stamp), None
+        else:
+            yield _file(rel, path.read_bytes(), mode, stamp)
+
+
+def _header(rel: str, kind: bytes, mode: int, stamp: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(rel)
+    info.type, info.mode, info.mtime = kind, mode, stamp
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _dir(rel: str, mode: int, stamp: int) -> tarfile.TarInfo:
+    return _header(rel, tarfile.DIRTYPE, mode, stamp)
+
+
+def _symlink(rel: str, target: str, stamp: int) -> tarfile.TarInfo:
+    info = _header(rel, tarfile.SYMTYPE, 0o777, stamp)
+    info.linkname = target
+    return info
+
+
+def _file(rel: str, data: bytes, mode: int, stamp: int) -> Entry:
+    info = _header(rel, tarfile.REGTYPE, mode, stamp)
+    info.size = len(data)
+    return info, io.BytesIO(data)
