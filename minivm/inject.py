@@ -1,0 +1,100 @@
+"""What ``minivm build`` injects into every image: the init and its toolbox, built from ``init/``.
+
+``init/`` is a Docker build context whose final stage (``FROM scratch``) holds the tree to
+overlay: ``.minivm/`` (the init, the toolbox, the DHCP hook) and default files under ``etc/``.
+The tree is cached under ``build_dir()/init/<digest of init/>/``: a second build with the same
+sources needs no engine.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from minivm import engine
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_path, sha256_tree
+from minivm.paths import build_dir, init_dir
+from minivm.ui import Reporter
+
+TREE = "tree"
+# Reproducible builds: the same date is compiled into every init/toolbox.
+SOURCE_DATE_EPOCH = "1700000000"
+# What the engine adds to every exported container, not part of the tree.
+SKIP_TOP = {"dev", "proc", "sys", ".dockerenv"}
+
+
+@dataclass(frozen=True)
+class Injection:
+    """The tree to overlay onto an image (``.minivm/...`` always wins, other paths are
+    defaults), and the digest of the ``init/`` sources it was built from."""
+
+    root: Path
+    digest: str
+
+
+def cache_dir(digest: str) -> Path:
+    return build_dir() / "init" / digest
+
+
+def prepare(*, reporter: Reporter, source: Path | None = None) -> Injection:
+    """The injected tree for the current ``init/`` sources, built on first use."""
+    source = source or init_dir()
+    if not (source / "Dockerfile").is_file():
+        raise MinivmError(f"no init sources at {source}",
+                          hint="restore init/ from the minivm sources (or set MINIVM_HOME)")
+    digest = sha256_tree(source)
+    folder = cache_dir(digest)
+    if (folder / TREE / ".minivm" / "init").is_file():
+        return Injection(folder / TREE, digest)
+    client = engine.connect()
+    with reporter.stage("init", "Building the init and its toolbox (init/)"):
+        image_id = engine.build_image(client, source, reporter=reporter,
+                                      buildargs={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            with engine.exported_filesystem(client, image_id) as stream:
+                _extract(stream, tmp / TREE)
+            if not (tmp / TREE / ".minivm" / "init").is_file():
+                raise MinivmError(f"the build of {source} made no .minivm/init",
+                                  hint="its last stage must hold /.minivm/init")
+    reporter.info(f"init tree: {folder / TREE} ({tree_bytes(folder / TREE) / 1e3:.0f} kB)")
+    return Injection(folder / TREE, digest)
+
+
+def _extract(stream: object, dest: Path) -> None:
+    """Unpack the exported tree: directories, files and symlinks only, engine artifacts left
+    out, nothing outside ``dest``."""
+    dest.mkdir()
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]
+        for info in tar:
+            name = info.name.removeprefix("./").strip("/")
+            if not name or name.split("/")[0] in SKIP_TOP:
+                continue
+            if name in engine.ENGINE_ARTIFACTS and info.isreg() and info.size == 0:
+                continue
+            if name == "etc/mtab" and info.issym():
+                continue
+            if not (info.isdir() or info.isreg() or info.issym()):
+                continue
+            if ".." in name.split("/"):
+                raise MinivmError(f"the init build holds a path outside its tree: {name}")
+            info.name = name
+            tar.extract(info, dest, set_attrs=True)
+    for path in sorted(dest.rglob("*"), reverse=True):  # folders the artifacts left empty
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the regular files in a tree (what the injection adds to an image)."""
+    return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main_files(root: Path) -> dict[str, int]:
+    """Size of each regular file under ``.minivm`` (for reports)."""
+    base = root / ".minivm"
+    return {os.fspath(p.relative_to(root)): p.stat().st_size
+            for p in sorted(base.rglob("*")) if p.is_file() and not p.is_symlink()}
