@@ -21,8 +21,10 @@ from minivm.tarstream import Entry, SymlinkGuard
 
 MINIVM_DIR = ".minivm"
 # Folders the init mounts on or writes to: created when an image lacks them (FROM scratch).
-STANDARD_DIRS = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "tmp": 0o1777, "run": 0o755,
+STANDARD_DIRS = {"dev": 0o755, "proc": 0o755, "sys": 0o755, "tmp": 0o1777, "run": 0o755,
                  "etc": 0o755}
+# Folders the engine makes in every container; the init mounts over /dev anyway.
+ENGINE_FOLDERS = {"dev/pts", "dev/shm"}
 MTAB = ("etc/mtab", "../proc/self/mounts")
 
 
@@ -106,6 +108,8 @@ def compose(
 
 def _engine_artifact(info: tarfile.TarInfo) -> bool:
     """An empty file the engine adds to every container (the image did not have it)."""
+    if info.name in ENGINE_FOLDERS:
+        return info.isdir()
     if info.name == MTAB[0]:
         return info.issym() and info.linkname == "/proc/mounts"
     return info.name in ENGINE_ARTIFACTS and info.isreg() and info.size == 0

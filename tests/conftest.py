@@ -1,0 +1,42 @@
+"""Shared fixtures: the Docker engine, quiet reporters, and built artefacts reused across tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from minivm import engine
+from minivm.ui import Reporter
+
+os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def docker_api():
+    """The engine's API client (the tests need a running engine: .ci/run starts one)."""
+    return engine.connect()
+
+
+@pytest.fixture
+def quiet() -> Reporter:
+    return Reporter(quiet=True)
+
+
+@pytest.fixture
+def image_tags(docker_api) -> Iterator[list[str]]:
+    """Tags a test builds; removed afterwards."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        engine.remove_image(docker_api, tag)
+
+
+def unique_tag(prefix: str = "minivm-test/t") -> str:
+    return f"{prefix}:{uuid.uuid4().hex[:10]}"
