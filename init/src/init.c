@@ -193,6 +193,7 @@ int main(int argc, char **argv, char **envp)
 	network_up(hostname);
 	write_etc_files(hostname);
 
+	power_init(); /* before the main process: when it runs, the power button works */
 	bool have_main = choose_main();
 	choose_shell();
 	if (have_main)
@@ -202,7 +203,6 @@ int main(int argc, char **argv, char **envp)
 		main_svc = shell_svc, start(&main_svc);
 	else if (want_shell && !main_svc.proc.tty)
 		start(&shell_svc);
-	power_init();
 
 	int sfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
 	struct pollfd pfd[9] = {{.fd = sfd, .events = POLLIN}};

@@ -158,9 +158,10 @@ static void apply_ip(const char *spec, int nics, const char *hostname)
 		if (s)
 			*s++ = 0;
 	}
-	const char *mode = f[6] && *f[6] ? f[6] : (f[0] && *f[0] && !f[1] ? f[0] : "static");
-	if (!strcmp(mode, "off") || !strcmp(mode, "none"))
-		return;
+	if (!f[1] && (!strcmp(f[0], "off") || !strcmp(f[0], "none")))
+		return; /* ip=off: no configuration at all */
+	/* <autoconf> off/none/static (or empty) means the static address given */
+	const char *mode = f[6] && *f[6] ? f[6] : (!f[1] ? f[0] : "static");
 	bool dhcp = !strcmp(mode, "dhcp") || !strcmp(mode, "on") || !strcmp(mode, "any") ||
 		    !strcmp(mode, "bootp") || !strcmp(mode, "both");
 	if (!dhcp && (!f[0] || !*f[0]))
@@ -220,9 +221,10 @@ void network_up(const char *hostname)
 		for (int i = 0; i < kcmd.nip; i++)
 			apply_ip(kcmd.ip[i], nics, hostname);
 	} else if (ifup) {
-		/* The image configures itself; udhcpc (if its ifup wants one) may be the toolbox's. */
+		/* The image configures itself, but a busybox ifup finds the toolbox's udhcpc first
+		 * (its default script is minivm's): DHCP works without the image's setup. */
 		char *argv[] = {(char *)ifup, "-a", NULL};
-		char *envp[] = {"PATH=" DEFAULT_PATH ":" TOOLBOX, NULL};
+		char *envp[] = {"PATH=" TOOLBOX ":" DEFAULT_PATH, NULL};
 		struct proc p = {.argv = argv, .envp = envp};
 		spawn(&p);
 	} else if (nics) {

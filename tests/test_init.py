@@ -1,0 +1,303 @@
+"""The MiniVM's PID 1 (init/): real boots under TCG with the kernel kit.
+
+Each test builds a small image with `minivm build`, boots it and reads the serial console.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from initvm import (
+    boot,
+    build_disk,
+    current_kit,
+    fsck,
+    powerdown,
+    udp_link,
+    writable_copy,
+    write_context,
+)
+
+from minivm import inject
+from minivm.ui import QUIET
+
+pytestmark = [pytest.mark.engine]
+
+
+@pytest.fixture(scope="module")
+def kit(request):
+    """The kernel kit: conftest's fixture when there is one, else the current kit."""
+    try:
+        return request.getfixturevalue("kernel_kit")
+    except pytest.FixtureLookupError:
+        return current_kit()
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("init-builds")
+
+
+SHOW = """\
+    #!/bin/sh
+    echo "SHOW uid=$(id -u) gid=$(id -g) cwd=$(pwd) argc=$#"
+    for a in "$@"; do echo "SHOW arg=<$a>"; done
+    env | sort | sed 's/^/SHOW env /'
+    echo "SHOW hostname=$(cat /proc/sys/kernel/hostname)"
+    sed 's/^/SHOW hosts /' /etc/hosts
+    sed 's/^/SHOW resolv /' /etc/resolv.conf
+    echo "SHOW done"
+"""
+
+
+@pytest.fixture(scope="module")
+def entrypoint_disk(out) -> Path:
+    ctx = write_context(out / "ctx" / "entryimg", {
+        "Dockerfile": """\
+            FROM debian:bookworm-slim
+            RUN useradd -u 1234 -m tester && mkdir /work && chown tester /work
+            COPY show.sh /usr/local/bin/show.sh
+            ENV GREETING="hello world" LEVEL=3
+            WORKDIR /work
+            USER tester
+            ENTRYPOINT ["/usr/local/bin/show.sh", "ep-arg"]
+            CMD ["cmd-arg1", "cmd arg2"]
+        """,
+        "show.sh": SHOW,
+    })
+    return build_disk(ctx, out).qcow2
+
+
+def both(*texts: str) -> str:
+    """A pattern matching once every text has appeared, in any order."""
+    return "(?s)" + "".join(f"(?=.*{re.escape(t)})" for t in texts)
+
+
+def shown(output: str) -> dict[str, list[str]]:
+    """The SHOW lines of the console, by their first word."""
+    found: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        if m := re.search(r"SHOW (\S+?)[= ](.*)$", line):
+            found.setdefault(m[1], []).append(m[2])
+    return found
+
+
+@pytest.mark.boot
+def test_entrypoint_runs_with_the_image_config(kit, entrypoint_disk):
+    with boot(kit, entrypoint_disk, snapshot=True) as vm:
+        vm.expect("SHOW done", timeout=90)
+        assert vm.wait_exit(timeout=30) == 0  # main process exit -> power off
+    seen = shown(vm.output)
+    assert seen["uid"] == ["1234 gid=1234 cwd=/work argc=3"]
+    assert seen["arg"] == ["<ep-arg>", "<cmd-arg1>", "<cmd arg2>"]
+    env = dict(e.split("=", 1) for e in seen["env"])
+    assert env["GREETING"] == "hello world" and env["LEVEL"] == "3"
+    assert env["HOME"] == "/home/tester" and env["HOSTNAME"] == "entryimg"
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert seen["hostname"] == ["entryimg"]
+    assert "127.0.0.1\tlocalhost" in seen["hosts"] and "127.0.1.1\tentryimg" in seen["hosts"]
+    assert "nameserver 8.8.8.8" in seen["resolv"]
+    assert "main process exited (status 0)" in vm.output
+
+
+@pytest.mark.boot
+def test_kernel_arguments_override(kit, entrypoint_disk):
+    append = ("hostname=custom-host LEVEL=9 MANAGEMENT_INTERFACE=eth0 dns=10.9.9.9 "
+              "add_host=db:10.1.2.3 -- first \"second word\"")
+    with boot(kit, entrypoint_disk, snapshot=True, append=append) as vm:
+        vm.expect("SHOW done", timeout=90)
+        vm.wait_exit(timeout=30)
+    seen = shown(vm.output)
+    assert seen["arg"] == ["<ep-arg>", "<first>", "<second word>"]  # `--` replaces CMD
+    env = dict(e.split("=", 1) for e in seen["env"])
+    assert env["LEVEL"] == "9" and env["MANAGEMENT_INTERFACE"] == "eth0"  # kernel env wins
+    assert env["GREETING"] == "hello world" and env["HOSTNAME"] == "custom-host"
+    assert not {"hostname", "dns", "add_host"} & env.keys()
+    assert seen["hostname"] == ["custom-host"]
+    assert "10.1.2.3\tdb" in seen["hosts"]
+    assert "nameserver 10.9.9.9" in seen["resolv"] and "nameserver 8.8.8.8" not in seen["resolv"]
+
+
+@pytest.mark.boot
+def test_scratch_image_with_one_static_binary(kit, out):
+    ctx = write_context(out / "ctx" / "scratchimg", {
+        "Dockerfile": """\
+            FROM scratch
+            COPY busybox /busybox
+            ENTRYPOINT ["/busybox", "sh", "-c"]
+            CMD ["echo SCRATCH RAN as $(/busybox id -u) on $(/busybox hostname); \
+                  exec /busybox sleep 1000"]
+        """})
+    shutil.copy2("/bin/busybox", ctx / "busybox")
+    disk = writable_copy(build_disk(ctx, out).qcow2, out / "run")
+    with boot(kit, disk) as vm:
+        # No shell in the image: the console shell is the toolbox's.
+        vm.expect(both("SCRATCH RAN as 0 on scratchimg", "# "), timeout=90)
+        vm.sendline("echo answer=$((6*7)); ls /.minivm/bin/poweroff")
+        vm.expect("answer=42", timeout=30)
+        vm.sendline("poweroff")
+        assert vm.wait_exit(timeout=30) == 0
+    assert fsck(disk).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def sleeper_disks(out) -> dict[str, Path]:
+    """A Debian image whose main process waits, with and without an ACPI hook."""
+    disks = {}
+    for name, hook in (("hooked", True), ("plain", False)):
+        files = {"Dockerfile": """\
+            FROM debian:bookworm-slim
+            COPY etc /etc/
+            CMD ["sh", "-c", "echo READY; exec sleep infinity"]
+        """, "etc/hostname": f"{name}\n"}
+        if hook:
+            files["etc/acpi/PWRF/00000080"] = """\
+                #!/bin/sh
+                echo "PWRF HOOK RAN"
+                poweroff
+            """
+        ctx = write_context(out / "ctx" / name, files,
+                            modes={"etc/acpi/PWRF/00000080": 0o755})
+        disks[name] = build_disk(ctx, out).qcow2
+    return disks
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("how", ["button-hook", "button", "poweroff", "sigusr2"])
+def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
+    disk = writable_copy(sleeper_disks["plain" if how == "button" else "hooked"], tmp_path)
+    qmp = tmp_path / "qmp.sock"
+    with boot(kit, disk, qmp=qmp) as vm:
+        # READY from the main process, and the prompt of the console shell (dash)
+        vm.expect(both("READY", "# "), timeout=90)
+        if how.startswith("button"):
+            powerdown(qmp)
+        else:
+            vm.sendline("poweroff" if how == "poweroff" else "kill -USR2 1")
+        started = vm.seconds
+        assert vm.wait_exit(timeout=10) == 0
+        took = vm.seconds - started
+    assert ("PWRF HOOK RAN" in vm.output) == (how == "button-hook")
+    assert "powering off" in vm.output
+    result = fsck(disk)
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(f"{how}: QEMU exited {took:.2f} s after the request")
+
+
+@pytest.mark.boot
+def test_file_survives_reboot(kit, sleeper_disks, tmp_path):
+    disk = writable_copy(sleeper_disks["plain"], tmp_path)
+    with boot(kit, disk) as vm:
+        vm.expect(both("READY", "# "), timeout=90)
+        vm.sendline("echo kept-across-boots > /root/marker; poweroff")
+        assert vm.wait_exit(timeout=30) == 0
+    with boot(kit, disk) as vm:
+        vm.expect(both("READY", "# "), timeout=90)
+        vm.sendline("cat /root/marker; poweroff")
+        vm.expect("\nkept-across-boots", timeout=30)
+        vm.wait_exit(timeout=30)
+    assert fsck(disk).returncode == 0
+
+
+@pytest.mark.boot
+def test_orphans_are_reaped(kit, out):
+    ctx = write_context(out / "ctx" / "zombies", {
+        "Dockerfile": """\
+            FROM minivm-test/busybox
+            COPY orphans.sh /orphans.sh
+            CMD ["/orphans.sh"]
+        """,
+        "orphans.sh": """\
+            #!/bin/sh
+            # Children whose parent exits at once: PID 1 inherits them and must reap them.
+            for i in 1 2 3 4 5; do sh -c 'sleep 0.2 & sleep 0.1 & exit 0'; done
+            sleep 2
+            echo "ORPHANS $(ls -d /proc/[0-9]* | wc -l) processes"
+            echo "ZOMBIES $(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)"
+        """})
+    with boot(kit, build_disk(ctx, out).qcow2, snapshot=True, append="minivm.console=off") as vm:
+        match = vm.expect(r"ZOMBIES (\d+)", timeout=90)
+        vm.wait_exit(timeout=30)
+    assert match[1] == "0"
+
+
+NET_SERVER = """\
+    #!/bin/sh
+    touch /tmp/udhcpd.leases
+    ip -4 addr show | sed -n 's/.*inet \\([0-9.]*\\).* \\(eth[0-9]\\)$/SERVER \\2 \\1/p'
+    exec udhcpd -f /etc/udhcpd.conf
+"""
+NET_CLIENT = """\
+    #!/bin/sh
+    # Wait for an IPv4 address on eth0 (static: at once; DHCP: a lease), then ping the server.
+    i=0
+    until addr=$(ip -4 addr show dev eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p') \
+          && [ -n "$addr" ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+    done
+    echo "CLIENT addr=$addr dns=$(grep -m1 nameserver /etc/resolv.conf)"
+    if ping -c 2 -W 3 "$1" >/dev/null || ping -c 3 -W 5 "$1"; then echo "PING OK"; \
+    else echo "PING FAILED"; fi
+"""
+
+
+@pytest.mark.boot
+def test_two_vms_static_and_dhcp(kit, out, tmp_path):
+    ctx = write_context(out / "ctx" / "netimg", {
+        "Dockerfile": """\
+            FROM minivm-test/busybox
+            COPY server.sh client.sh /
+            COPY udhcpd.conf /etc/udhcpd.conf
+        """,
+        "server.sh": NET_SERVER, "client.sh": NET_CLIENT,
+        "udhcpd.conf": """\
+            start 10.0.1.100
+            end 10.0.1.110
+            interface eth1
+            option subnet 255.255.255.0
+            option router 10.0.1.1
+            option dns 10.0.1.1
+            lease_file /tmp/udhcpd.leases
+        """})
+    disk = build_disk(ctx, out).qcow2
+    with udp_link() as (a0, b0), udp_link() as (a1, c0):
+        server = boot(kit, disk, snapshot=True, nics=[a0, a1], log=tmp_path / "server.log",
+                      append="ip=10.0.0.1:::255.255.255.0::eth0:off ip=10.0.1.1/24::::::eth1 "
+                      "minivm.console=off -- /server.sh")
+        with server:
+            server.expect(r"SERVER eth1 10\.0\.1\.1", timeout=120)
+            static = boot(kit, disk, snapshot=True, nics=[b0],
+                          append="ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off "
+                          "minivm.console=off -- /client.sh 10.0.0.1")
+            dhcp = boot(kit, disk, snapshot=True, nics=[c0],
+                        append="minivm.console=off -- /client.sh 10.0.1.1")
+            with static, dhcp:
+                static.expect(r"CLIENT addr=10\.0\.0\.2", timeout=120)
+                static.expect(r"PING (OK|FAILED)", timeout=60)
+                dhcp.expect(r"CLIENT addr=10\.0\.1\.1(0\d|10) dns=nameserver 10\.0\.1\.1",
+                            timeout=120)
+                dhcp.expect(r"PING (OK|FAILED)", timeout=60)
+                static.wait_exit(timeout=30)
+                dhcp.wait_exit(timeout=30)
+    assert "PING OK" in static.output, static.output[-2000:]
+    assert "PING OK" in dhcp.output, dhcp.output[-2000:]
+
+
+def test_init_refuses_unless_pid_1():
+    tree = inject.prepare(reporter=QUIET).root
+    proc = subprocess.run([tree / ".minivm" / "init"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "PID 1" in proc.stderr
+
+
+def test_injection_is_small_and_cached(monkeypatch):
+    first = inject.prepare(reporter=QUIET)
+    assert (first.root / ".minivm" / "init").is_file()
+    assert (first.root / ".minivm" / "bin" / "busybox").is_file()
+    assert (first.root / ".minivm" / "bin" / "poweroff").is_symlink()
+    assert inject.tree_bytes(first.root) < 1_000_000
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")  # no engine: the cache answers
+    assert inject.prepare(reporter=QUIET) == first
