@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from minivm import appliance as bundles
 from minivm import build as builder
 from minivm import disk
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
@@ -32,9 +33,12 @@ def build(
     report = reporter(quiet=quiet, json_output=json_output)
     result = builder.build(source, reporter=report, backend=backend, output_dir=output,
                            size=disk.parse_size(size) if size else None, force=force)
+    # GNS3 appliance bundle (issue 5): written when a kernel kit exists, else a hint.
+    bundle = bundles.after_build(result.name, folder=result.folder, reporter=report)
     if json_output:
         record = result.record
         emit_json({
+            "appliance": bundle.to_json() if bundle else None,
             "name": result.name, "image_id": result.image_id, "cached": result.cached,
             "backend": result.backend, "outputs": record["outputs"],
             "seconds": report.seconds if not result.cached else {**report.seconds},
