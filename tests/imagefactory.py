@@ -90,7 +90,8 @@ def classic_archive(target: Path, layers: Sequence[Sequence[Member]],
     cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
     names = [f"{hashlib.sha256(b).hexdigest()}/layer.tar" for b in blobs]
     manifest = json.dumps([{"Config": cfg_name, "RepoTags": ["t:latest"], "Layers": names}])
-    files = {cfg_name: cfg, "manifest.json": manifest.encode(), **dict(zip(names, blobs))}
+    files = {cfg_name: cfg, "manifest.json": manifest.encode(),
+             **dict(zip(names, blobs, strict=True))}
     _write_tar(target, files)
     return target
 

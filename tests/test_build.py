@@ -1,11 +1,10 @@
-"""minivm build, end to end: real engine, real mke2fs/libguestfs, disks read back with libguestfs."""
+"""minivm build end to end: real engine, real mke2fs and libguestfs, disks read back."""
 
 from __future__ import annotations
 
 import hashlib
 import stat
 import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -157,7 +156,7 @@ def test_writing_through_a_symlink_is_refused(tmp_path, quiet):
 
 
 def test_guestfs_backend_writes_the_same_files(rich_build, quiet):
-    result, files, _, tmp = rich_build
+    _result, files, _, tmp = rich_build
     other = builder.build(str(tmp / "rich-ctx"), reporter=quiet, backend="guestfs",
                           output_dir=tmp / "guestfs-out")
     assert other.backend == "guestfs"

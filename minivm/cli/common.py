@@ -49,6 +49,9 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except MinivmError as e:
             raise fail(str(e), e.exit_code) from None
+        except OSError as e:  # a file we could not read or write: say which, and why
+            where = f": {e.filename}" if e.filename else ""
+            raise fail(f"{e.strerror or e}{where}") from None
         except KeyboardInterrupt:
             raise fail("interrupted; nothing was left half-written", 130) from None
         finally:

@@ -1,0 +1,5 @@
+"""``python -m minivm``."""
+
+from minivm.cli import main
+
+main()
