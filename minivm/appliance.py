@@ -163,10 +163,25 @@ def check_metadata(data: dict[Any, Any], *, where: str) -> dict[str, Any]:
     return out
 
 
+def _unicode(value: Any, key: str, where: str) -> Any:
+    """Strings with YAML's ``\\uD83D\\uDC27``-style escaped surrogate pairs joined; a lone
+    surrogate (no character at all) is an error."""
+    if isinstance(value, list):
+        return [_unicode(v, key, where) for v in value]
+    if not isinstance(value, str) or not re.search("[\ud800-\udfff]", value):
+        return value
+    try:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise MinivmError(f"{where}: key {key!r} holds a lone UTF-16 surrogate escape",
+                          hint="write the character itself (the file is UTF-8)") from None
+
+
 def _metadata_value(key: str, value: Any, where: str) -> Any:
     rule = METADATA_KEYS[key]
     if value is None:
         return None
+    value = _unicode(value, key, where)
     if isinstance(rule, tuple) and rule and rule[0] == "int":
         _, low, high = rule
         if isinstance(value, bool) or not isinstance(value, int):
