@@ -46,6 +46,8 @@ class KitConfig:
     package: str
     initramfs_modules: tuple[str, ...]
     boot_modules: tuple[str, ...]
+    async_modules: tuple[str, ...] = ()
+    blacklist: tuple[str, ...] = ()
     compression: str = "gzip"
     module_disk: bool = True
 
@@ -103,6 +105,8 @@ def load_config(folder: Path) -> KitConfig:
             base=str(data["base"]), package=str(data["package"]),
             initramfs_modules=tuple(map(str, data.get("initramfs_modules", []))),
             boot_modules=tuple(map(str, data.get("boot_modules", []))),
+            async_modules=tuple(map(str, data.get("async_modules", []))),
+            blacklist=tuple(map(str, data.get("blacklist", []))),
             compression=str(data.get("compression", "gzip")),
             module_disk=bool(data.get("module_disk", True)),
         )
@@ -298,6 +302,9 @@ def write_initramfs(work: Path, kver: str, config: KitConfig, source: Path, outp
         tree.file(f"lib/modules/{kver}/{name}", data)
     boot = [m for m in config.boot_modules if m.replace("-", "_") in selection.names]
     tree.file("etc/modules-boot", "".join(f"{m}\n" for m in boot).encode())
+    tree.file("etc/modprobe.d/minivm.conf", "".join(
+        [f"options {m} async_probe=1\n" for m in config.async_modules]
+        + [f"blacklist {m}\n" for m in config.blacklist]).encode())
     size = initramfs.write(tree, output, compression=config.compression, mtime=timestamp)
     reporter.info(f"  {len(selection.paths)} modules, {len(tree)} entries, "
                   f"{size / 1e6:.2f} MB ({config.compression})")

@@ -1,0 +1,198 @@
+"""Boot QEMU in tests and talk to its serial console (a small pexpect look-alike).
+
+    argv = qemu_argv(kernel=k, initrd=i, append="console=ttyS0 ...", disks=[Disk(p, "scsi")])
+    with VM(argv) as vm:
+        vm.expect(r"login:", timeout=60)
+        vm.sendline("root")
+        assert vm.wait_exit(timeout=30) == 0
+
+The guest's ttyS0 is QEMU's stdio (a pipe): everything it prints is kept in ``vm.output``.
+``expect`` searches from the end of the previous match, like pexpect. QEMU is killed on close.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk to attach: ``interface`` is GNS3's name (scsi, virtio, ide)."""
+
+    path: Path
+    interface: str = "scsi"
+    format: str = "qcow2"
+    snapshot: bool = False  # discard writes (lets several VMs share one image)
+
+
+def disk_args(disks: list[Disk]) -> list[str]:
+    """QEMU arguments attaching ``disks`` in order, as GNS3 does for each interface."""
+    args: list[str] = []
+    if any(d.interface == "scsi" for d in disks):
+        args += ["-device", "virtio-scsi-pci,id=scsi0"]
+    for i, d in enumerate(disks):
+        drive = f"file={d.path},format={d.format},index={i},media=disk"
+        drive += ",snapshot=on" if d.snapshot else ""
+        if d.interface == "scsi":
+            args += ["-drive", f"{drive},if=none,id=drive{i}",
+                     "-device", f"scsi-hd,drive=drive{i}"]
+        elif d.interface in ("virtio", "ide"):
+            args += ["-drive", f"{drive},if={d.interface},id=drive{i}"]
+        else:
+            raise ValueError(f"unknown disk interface {d.interface!r}")
+    return args
+
+
+def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0",
+              disks: list[Disk] | None = None, machine: str = "pc", memory: int = 256,
+              extra: list[str] | None = None) -> list[str]:
+    """A QEMU command line under TCG with the serial console on stdio and no display."""
+    argv = [QEMU, "-M", machine, "-accel", "tcg", "-m", str(memory), "-smp", "1",
+            "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
+            "-no-reboot", "-net", "none", "-kernel", str(kernel), "-append", append]
+    if initrd:
+        argv += ["-initrd", str(initrd)]
+    return argv + disk_args(disks or []) + list(extra or [])
+
+
+class VM:
+    """A running QEMU whose serial console is read into ``output`` as it arrives."""
+
+    def __init__(self, argv: list[str], *, log: Path | None = None) -> None:
+        self.argv = argv
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, bufsize=0)
+        self._text = ""
+        self._pos = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._log = log.open("ab") if log else None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        fd = self.proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            with self._cond:
+                self._text += decoder.decode(chunk, final=not chunk).replace("\r", "")
+                self._eof = not chunk
+                if self._log and chunk:
+                    self._log.write(chunk)
+                    self._log.flush()
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    @property
+    def output(self) -> str:
+        """Everything the guest printed so far (CRs removed)."""
+        with self._cond:
+            return self._text
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float) -> re.Match[str]:
+        """Wait until ``pattern`` appears after the previous match; return the match.
+
+        Raises AssertionError (with the console's tail) on timeout or when QEMU exits first.
+        """
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if match := regex.search(self._text, self._pos):
+                    self._pos = match.end()
+                    return match
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    why = "QEMU exited" if self._eof else f"{timeout:.0f} s passed"
+                    raise AssertionError(f"{regex.pattern!r} not seen ({why}); console tail:\n"
+                                         + self._text[-3000:])
+                self._cond.wait(min(left, 0.5))
+
+    def _tail(self, chars: int = 3000) -> str:
+        with self._cond:
+            return self._text[-chars:]
+
+    def send(self, text: str) -> None:
+        """Type ``text`` on the console."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def sendline(self, text: str = "") -> None:
+        self.send(text + "\n")
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for QEMU to exit (the guest powered off); return its exit code."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"QEMU still running after {timeout:.0f} s; console tail:\n"
+                                 + self._tail()) from None
+        self._reader.join(timeout=5)
+        return code
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since QEMU was started."""
+        return time.monotonic() - self.started
+
+    def close(self) -> None:
+        """Kill QEMU if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        if self._log:
+            self._log.close()
+
+    def __enter__(self) -> VM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def busybox_root_disk(path: Path, *, init: str, label: str = "minivm-root",
+                      size_mb: int = 32, init_path: str = "sbin/init",
+                      files: dict[str, str] | None = None) -> Path:
+    """A raw ext4 image holding the host's static busybox (with applet links), ``init`` (a
+    script) at ``init_path`` and any extra ``files``; made with ``mke2fs -d`` (run as root)."""
+    tree = path.with_name(path.name + ".tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    for folder in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "lib", "root"):
+        (tree / folder).mkdir(parents=True)
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    shutil.copy2(busybox, tree / "bin" / "busybox")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+    for applet in applets.stdout.split():
+        if applet != "busybox":
+            (tree / "bin" / applet).symlink_to("busybox")
+    for name, text in {init_path: init, **(files or {})}.items():
+        target = tree / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(0o755)
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size_mb << 20)
+    mke2fs = shutil.which("mke2fs") or "/sbin/mke2fs"
+    subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-L", label, "-d", str(tree), str(path)],
+                   check=True)
+    shutil.rmtree(tree)
+    return path
