@@ -266,7 +266,7 @@ def test_two_vms_static_and_dhcp(kit, out, tmp_path):
     disk = build_disk(ctx, out).qcow2
     with udp_link() as (a0, b0), udp_link() as (a1, c0):
         server = boot(kit, disk, snapshot=True, nics=[a0, a1], log=tmp_path / "server.log",
-                      append="ip=10.0.0.1:::255.255.255.0::eth0:off ip=10.0.1.1/24::::::eth1 "
+                      append="ip=10.0.0.1:::255.255.255.0::eth0:off ip=10.0.1.1/24:::::eth1 "
                       "minivm.console=off -- /server.sh")
         with server:
             server.expect(r"SERVER eth1 10\.0\.1\.1", timeout=120)

@@ -164,7 +164,12 @@ static void apply_ip(const char *spec, int nics, const char *hostname)
 	const char *mode = f[6] && *f[6] ? f[6] : (!f[1] ? f[0] : "static");
 	bool dhcp = !strcmp(mode, "dhcp") || !strcmp(mode, "on") || !strcmp(mode, "any") ||
 		    !strcmp(mode, "bootp") || !strcmp(mode, "both");
-	if (!dhcp && (!f[0] || !*f[0]))
+	if (!dhcp && strcmp(mode, "off") && strcmp(mode, "none") && strcmp(mode, "static") &&
+	    mode != f[0]) {
+		say("ip=%s: unknown autoconf method %s (off, static or dhcp)", spec, mode);
+		return;
+	}
+	if (!dhcp && !*f[0])
 		return;
 	for (int i = 0; i < 2; i++)
 		if (f[7 + i] && *f[7 + i])
