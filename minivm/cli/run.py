@@ -1,11 +1,102 @@
-"""``minivm run``: boot one MiniVM with its console attached (owned by the run/lab work)."""
+"""``minivm run``: boot one MiniVM with its console attached."""
 
 from __future__ import annotations
 
-from minivm.cli.common import fail, user_errors
+import shlex
+import subprocess
+import tempfile
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from minivm import accel as accel_mod
+from minivm import console, gns3a, qemu, vmctl
+from minivm.cli.common import Quiet, reporter, user_errors
+from minivm.errors import MinivmError
+from minivm.run import which
+from minivm.ui import Reporter
 
 
 @user_errors
-def run(name: str) -> None:
-    """Boot one MiniVM locally, console attached."""
-    raise fail("minivm run is not implemented yet")
+def run(
+    name: Annotated[str, typer.Argument(
+        help="A built appliance name (build/NAME/NAME.gns3a) or a .gns3a path.",
+        show_default=False)],
+    append: Annotated[list[str] | None, typer.Option(
+        "--append", help="Kernel arguments added after the appliance's (repeatable), "
+                         "e.g. --append single for the recovery shell.")] = None,
+    accel: Annotated[str, typer.Option(
+        help="auto (probe KVM, fall back to TCG), kvm or tcg.")] = "auto",
+    ram: Annotated[int | None, typer.Option(help="RAM in MB (default: the appliance's).")] = None,
+    disk_dir: Annotated[Path | None, typer.Option(
+        "--disk-dir", help="Keep the VM's disks (overlays) here and reuse them next time; "
+                           "default: fresh disks, removed at exit.")] = None,
+    print_command: Annotated[bool, typer.Option(
+        "--print-command", help="Print the QEMU command line and exit.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Boot one MiniVM locally, console attached: Ctrl-] detaches and powers it off.
+
+    Its adapters are not connected (use `minivm lab` for links). The appliance's images are
+    never written: the VM writes to its own overlays.
+    """
+    rep = reporter(quiet=quiet)
+    app = gns3a.load(name)
+    which("qemu-system-x86_64")
+    chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
+    with ExitStack() as stack:
+        if disk_dir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minivm-run-")))
+        else:
+            workdir = disk_dir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        disks = qemu.create_overlays(app, workdir)
+        sock = workdir / "console.sock"
+        qmp = workdir / "qmp.sock"
+        for stale in (sock, qmp):
+            stale.unlink(missing_ok=True)
+        m = qemu.machine_from_appliance(
+            app, name=app.name, node_id=uuid.uuid4(), disks=disks, ram=ram, accel=chosen,
+            append=" ".join(append or []), qmp=qmp, paused=True,
+            console=qemu.Console("unix", path=sock, log=workdir / "console.log"))
+        argv = qemu.command_line(m)
+        if print_command:
+            print(shlex.join(argv))
+            return
+        code = _boot(argv, workdir, sock, qmp, rep)
+    if code:
+        raise typer.Exit(code)
+
+
+def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter) -> int:
+    """Start QEMU paused, attach the console, start the guest; stop it when detached."""
+    errlog = (workdir / "qemu.log").open("wb")
+    # A foreground child with a console: not a run()-to-completion program.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=errlog, start_new_session=True)
+    try:
+        for path in (qmp, sock):
+            try:
+                vmctl.wait_socket(path, pid=proc.pid, timeout=30)
+            except MinivmError:
+                proc.wait(timeout=5)
+                tail = (workdir / "qemu.log").read_text(errors="replace").strip().splitlines()
+                raise MinivmError(f"QEMU failed to start: {tail[-1] if tail else 'no message'}"
+                                  ) from None
+        how = console.attach(f"unix:{sock}", banner=not rep.quiet,
+                             on_connect=lambda: vmctl.cont(qmp))
+        if how == "detached":
+            ended = vmctl.stop(proc.pid, qmp, timeout=10)
+            rep.info("powered off" if ended == "acpi" else f"stopped ({ended})")
+        try:
+            return proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise MinivmError("QEMU did not exit 15 s after its console closed") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errlog.close()

@@ -1,0 +1,308 @@
+"""The one QEMU command-line builder: boots an appliance the way GNS3 does.
+
+Everything that starts a MiniVM (``minivm run``, ``minivm lab``, the appliance boot test, the
+benchmarks) describes the VM as a :class:`Machine` and turns it into argv with
+:func:`command_line`; nothing else assembles QEMU arguments. The order and the spelling follow
+gns3-server 3.0 (``gns3server/compute/qemu/qemu_vm.py``, see shared/docs/gns3.md):
+
+    -name N -m RAMM -smp cpus=C,maxcpus=C,sockets=1 [accel] -boot order=c
+    disks (linked-clone overlays, per interface as GNS3) -initrd -kernel -append
+    -uuid ID  console  monitor  -net none  NICs behind i82801b11-bridge + pci-bridge
+    -netdev socket,udp=RHOST:RPORT,localaddr=127.0.0.1:LPORT per connected adapter
+    -display none   the appliance's options (last)
+
+Differences, each for the local use only: a QMP socket (``-qmp``) for control; the monitor on
+a Unix socket instead of a TCP port; the console may carry a ``logfile`` (boot logs), which
+needs QEMU's ``-chardev`` spelling of GNS3's ``-serial telnet:127.0.0.1:PORT,server,nowait``.
+
+Reuse (appliance boot test, say)::
+
+    app = gns3a.load(bundle)
+    disks = create_overlays(app, workdir)           # the appliance's images are never written
+    m = machine_from_appliance(app, name="t", node_id=uuid.uuid4(), disks=disks,
+                               console=Console("unix", path=workdir / "console.sock"),
+                               qmp=workdir / "qmp.sock")
+    argv = command_line(m)
+"""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_path
+from minivm.gns3a import Appliance
+from minivm.run import run
+
+QEMU = "qemu-system-x86_64"
+ConsoleKind = Literal["telnet", "unix", "stdio", "none"]
+
+# Options GNS3 refuses in an appliance's "options" (the disks and the network are its own).
+FORBIDDEN_OPTIONS = ("-drive", "-hda", "-hdb", "-hdc", "-hdd", "-blockdev", "-fsdev",
+                     "-virtfs", "-nic", "-netdev")
+NICS_PER_BRIDGE = 32
+
+
+@dataclass(frozen=True)
+class UdpTunnel:
+    """One end of a GNS3 link: frames go to remote_host:remote_port, arrive on local_port."""
+
+    local_port: int
+    remote_host: str
+    remote_port: int
+    local_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Console:
+    """The serial console (the guest's ttyS0).
+
+    ``telnet``: a telnet server on 127.0.0.1:port (what GNS3 users expect); ``unix``: a stream
+    server socket at ``path``; ``stdio``: QEMU's stdin/stdout. ``log`` keeps everything the guest
+    prints, connected client or not. ``wait``: QEMU waits for a client before the guest starts.
+    """
+
+    kind: ConsoleKind = "telnet"
+    port: int | None = None
+    path: Path | None = None
+    log: Path | None = None
+    wait: bool = False
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk as QEMU opens it: ``path`` (an overlay) on a GNS3 interface name."""
+
+    path: Path
+    interface: str = "scsi"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Everything that decides a MiniVM's QEMU command line."""
+
+    name: str
+    node_id: uuid.UUID
+    ram: int
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = ""
+    cpus: int = 1
+    accel: Literal["kvm", "tcg"] = "tcg"
+    drives: tuple[Drive, ...] = ()
+    adapter_type: str = "virtio-net-pci"
+    adapters: tuple[UdpTunnel | None, ...] = ()  # one per adapter; None: a NIC with no backend
+    console: Console = field(default_factory=Console)
+    monitor: Path | None = None  # HMP on a Unix socket
+    qmp: Path | None = None
+    options: tuple[str, ...] = ()
+    paused: bool = False  # -S: the guest starts on QMP "cont"
+    pidfile: Path | None = None
+    daemonize: bool = False  # QEMU returns once its sockets are bound (errors come first)
+    qemu: str = QEMU
+
+
+def mac_address(node_id: uuid.UUID, adapter: int) -> str:
+    """The MAC of a node's adapter: GNS3's scheme (3 bytes of the node id, then the adapter
+    number), with the first byte 0e instead of GNS3's 0c so it is locally administered."""
+    value = int(f"0e{node_id.hex[2:8]}0000", 16) + adapter
+    raw = f"{value:012x}"
+    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+
+
+def check_options(options: Sequence[str], where: str) -> None:
+    """Refuse the options GNS3 refuses (disks and network belong to the builder)."""
+    for opt in options:
+        if opt in FORBIDDEN_OPTIONS:
+            raise MinivmError(f"{where}: option {opt} is not allowed in the QEMU options",
+                              hint="disks and network adapters come from the appliance settings")
+
+
+def _chardev_path(value: Path | str) -> str:
+    return str(value).replace(",", ",,")
+
+
+def _accel_args(m: Machine) -> list[str]:
+    if m.accel == "kvm":
+        return ["-enable-kvm", "-machine", "smm=off"]
+    return ["-accel", "tcg"]
+
+
+def _disk_args(drives: Sequence[Drive]) -> list[str]:
+    """Per disk, exactly as GNS3's _disk_interface_options (QEMU >= 4.2)."""
+    args: list[str] = []
+    for i, d in enumerate(drives):
+        disk = _chardev_path(d.path)
+        base = f"file={disk},if=none,id=drive{i},index={i},media=disk"
+        if d.interface == "scsi":
+            args += ["-device", f"virtio-scsi-pci,id=scsi{i}", "-drive", base,
+                     "-device", f"scsi-hd,drive=drive{i}"]
+        elif d.interface == "sata":
+            args += ["-device", f"ahci,id=ahci{i}", "-drive", base,
+                     "-device", f"ide-hd,drive=drive{i},bus=ahci{i}.0,id=drive{i}"]
+        elif d.interface == "nvme":
+            args += ["-drive", base, "-device", f"nvme,drive=drive{i},serial={i}"]
+        elif d.interface in ("virtio", "ide"):
+            args += ["-drive", f"file={disk},if={d.interface},index={i},media=disk,id=drive{i}"]
+        else:
+            raise MinivmError(f"disk interface {d.interface!r} is not supported",
+                              hint="use scsi, virtio, ide, sata or nvme")
+    return args
+
+
+def _boot_args(m: Machine) -> list[str]:
+    args: list[str] = []
+    if m.initrd:
+        args += ["-initrd", _chardev_path(m.initrd)]
+    if m.kernel:
+        args += ["-kernel", _chardev_path(m.kernel)]
+        if m.append:
+            args += ["-append", m.append]
+    return args
+
+
+def _console_args(c: Console) -> list[str]:
+    if c.kind == "none":
+        return ["-serial", "none"]
+    if c.kind == "stdio":
+        return ["-serial", "stdio"] if not c.log else [
+            "-chardev", f"stdio,id=con0,signal=off,logfile={_chardev_path(c.log)},logappend=on",
+            "-serial", "chardev:con0"]
+    wait = "on" if c.wait else "off"
+    if c.kind == "telnet":
+        if c.port is None:
+            raise ValueError("a telnet console needs a port")
+        if not c.log and not c.wait:  # GNS3's own spelling
+            return ["-serial", f"telnet:127.0.0.1:{c.port},server,nowait"]
+        dev = f"socket,id=con0,host=127.0.0.1,port={c.port},telnet=on,server=on,wait={wait}"
+    else:
+        if c.path is None:
+            raise ValueError("a unix console needs a path")
+        dev = f"socket,id=con0,path={_chardev_path(c.path)},server=on,wait={wait}"
+    if c.log:
+        dev += f",logfile={_chardev_path(c.log)},logappend=on"
+    return ["-chardev", dev, "-serial", "chardev:con0"]
+
+
+def _control_args(m: Machine) -> list[str]:
+    args = ["-monitor", "none"] if m.monitor is None else [
+        "-monitor", f"unix:{_chardev_path(m.monitor)},server,nowait"]
+    if m.qmp is not None:
+        args += ["-qmp", f"unix:{_chardev_path(m.qmp)},server,nowait"]
+    return args
+
+
+def _network_args(m: Machine) -> list[str]:
+    """``-net none``, then each adapter behind a PCI bridge, as GNS3 3.0 does."""
+    args = ["-net", "none"]
+    bridges = 0
+    for n, tunnel in enumerate(m.adapters):
+        bridge = 1 + n // NICS_PER_BRIDGE
+        if bridge > bridges:
+            args += ["-device", f"i82801b11-bridge,id=dmi_pci_bridge{bridge}",
+                     "-device", f"pci-bridge,id=pci-bridge{bridge},bus=dmi_pci_bridge{bridge},"
+                                f"chassis_nr=0x{bridge:x},addr=0x{bridge:x},shpc=off"]
+            bridges = bridge
+        device = f"{m.adapter_type},mac={mac_address(m.node_id, n)}"
+        if m.adapter_type == "virtio-net-pci":
+            device += ",speed=10000,duplex=full"
+        device += f",bus=pci-bridge{bridge},addr=0x{n % NICS_PER_BRIDGE:02x}"
+        if tunnel is None:
+            args += ["-device", device]
+        else:
+            args += ["-device", f"{device},netdev=gns3-{n}",
+                     "-netdev", f"socket,id=gns3-{n},udp={tunnel.remote_host}:"
+                                f"{tunnel.remote_port},localaddr={tunnel.local_host}:"
+                                f"{tunnel.local_port}"]
+    return args
+
+
+def command_line(m: Machine) -> list[str]:
+    """The argv that boots ``m`` (program first), in GNS3's order."""
+    check_options(m.options, m.name)
+    argv = [m.qemu, "-name", m.name.replace(",", ",,"), "-m", f"{m.ram}M",
+            "-smp", f"cpus={m.cpus},maxcpus={m.cpus},sockets=1"]
+    argv += _accel_args(m)
+    argv += ["-boot", "order=c"]
+    argv += _disk_args(m.drives)
+    argv += _boot_args(m)
+    argv += ["-uuid", str(m.node_id)]
+    argv += _console_args(m.console)
+    argv += _control_args(m)
+    argv += _network_args(m)
+    argv += ["-display", "none"]
+    if m.paused:
+        argv += ["-S"]
+    if m.pidfile is not None:
+        argv += ["-pidfile", str(m.pidfile)]
+    if m.daemonize:
+        argv += ["-daemonize"]
+    return argv + list(m.options)
+
+
+def overlay_paths(app: Appliance, workdir: Path) -> list[Path]:
+    """Where a node's linked clones live: hda_disk.qcow2, hdb_disk.qcow2, ... (GNS3's names)."""
+    return [workdir / f"hd{'abcd'[i]}_disk.qcow2" for i in range(len(app.disks))]
+
+
+def create_overlays(app: Appliance, workdir: Path, *, reuse: bool = True) -> list[Path]:
+    """A QCOW2 overlay per appliance disk, backed by the (never written) appliance image.
+
+    An existing overlay is kept when ``reuse`` (the node's disk persists, as in GNS3).
+    """
+    paths = overlay_paths(app, workdir)
+    for (image, _), path in zip(app.disks, paths, strict=True):
+        if reuse and path.exists():
+            continue
+        with atomic_path(path) as tmp:
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                 "-b", str(image.resolve()), str(tmp)], what=f"creating the overlay {path}")
+    return paths
+
+
+def machine_from_appliance(
+    app: Appliance,
+    *,
+    name: str,
+    node_id: uuid.UUID,
+    disks: Sequence[Path],
+    adapters: Sequence[UdpTunnel | None] | None = None,
+    append: str = "",
+    ram: int | None = None,
+    cpus: int | None = None,
+    accel: Literal["kvm", "tcg"] = "tcg",
+    console: Console | None = None,
+    qmp: Path | None = None,
+    monitor: Path | None = None,
+    **extra: object,
+) -> Machine:
+    """A Machine for a node of ``app``: its settings, the node's overlays (``disks``, from
+    :func:`create_overlays`), the node's links (default: every adapter unconnected), and
+    kernel arguments added after the appliance's own."""
+    if adapters is None:
+        adapters = [None] * app.adapters
+    if len(adapters) > app.adapters:
+        raise MinivmError(f"{name}: {len(adapters)} adapters asked, the appliance "
+                          f"{app.name} has {app.adapters}")
+    if len(disks) != len(app.disks):
+        raise ValueError("one overlay per appliance disk is needed")
+    check_options(app.options, str(app.path))
+    cmdline = " ".join(part for part in (app.kernel_command_line, append) if part)
+    m = Machine(
+        name=name, node_id=node_id, ram=ram or app.ram, cpus=cpus or app.cpus, accel=accel,
+        kernel=app.kernel, initrd=app.initrd, append=cmdline,
+        drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
+        adapter_type=app.adapter_type, adapters=tuple(adapters),
+        console=console or Console(), qmp=qmp, monitor=monitor, options=app.options,
+    )
+    return replace(m, **extra) if extra else m  # type: ignore[arg-type]
+
+
+def shell_line(argv: Sequence[str]) -> str:
+    """The argv as one shell-quoted line (for logs and --json)."""
+    return shlex.join(argv)
