@@ -7,6 +7,7 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
+from minivm import accel
 from minivm.errors import MinivmError
 
 DEVICE = "/dev/sda"
@@ -17,6 +18,8 @@ INSTALL_HINT = ("install libguestfs with `sudo apt-get install libguestfs-tools 
 def handle() -> Any:
     """A new guestfs handle (direct backend), or a MinivmError saying what is missing."""
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+    if "LIBGUESTFS_BACKEND_SETTINGS" not in os.environ and not accel.kvm_works()[0]:
+        os.environ["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"  # KVM would hang its appliance
     try:
         import guestfs
     except ImportError:
