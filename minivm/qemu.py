@@ -97,7 +97,7 @@ class Machine:
     drives: tuple[Drive, ...] = ()
     adapter_type: str = "virtio-net-pci"
     adapters: tuple[UdpTunnel | None, ...] = ()  # one per adapter; None: a NIC with no backend
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=lambda: Console("none"))
     monitor: Path | None = None  # HMP on a Unix socket
     qmp: Path | None = None
     options: tuple[str, ...] = ()
@@ -298,7 +298,7 @@ def machine_from_appliance(
         kernel=app.kernel, initrd=app.initrd, append=cmdline,
         drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
         adapter_type=app.adapter_type, adapters=tuple(adapters),
-        console=console or Console(), qmp=qmp, monitor=monitor, options=app.options,
+        console=console or Console("none"), qmp=qmp, monitor=monitor, options=app.options,
     )
     return replace(m, **extra) if extra else m  # type: ignore[arg-type]
 
