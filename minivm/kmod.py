@@ -111,7 +111,3 @@ def _softdep_target(line: str) -> str | None:
     parts = line.split()
     return parts[1] if len(parts) >= 2 and parts[0] == "softdep" else None
 
-
-def walk_files(modules_dir: Path) -> list[Path]:
-    """Every file and link under the modules folder, sorted (for copying it elsewhere)."""
-    return sorted(p for p in modules_dir.rglob("*") if not p.is_dir() or p.is_symlink())

@@ -40,3 +40,13 @@ def image_tags(docker_api) -> Iterator[list[str]]:
 
 def unique_tag(prefix: str = "minivm-test/t") -> str:
     return f"{prefix}:{uuid.uuid4().hex[:10]}"
+
+
+# --- kernel kit (owned by the kernel-kit work) ------------------------------------------------
+@pytest.fixture(scope="session")
+def kernel_kit():
+    """The kernel kit, built once per session (reused from the cache when nothing changed)."""
+    from minivm import kernel
+
+    return kernel.build(reporter=Reporter(quiet=True))
+# --- end kernel kit ----------------------------------------------------------------------------

@@ -170,13 +170,21 @@ class VM:
 
 def busybox_root_disk(path: Path, *, init: str, label: str = "minivm-root",
                       size_mb: int = 32, init_path: str = "sbin/init",
-                      files: dict[str, str] | None = None) -> Path:
+                      files: dict[str, str] | None = None, lib: str = "dir") -> Path:
     """A raw ext4 image holding the host's static busybox (with applet links), ``init`` (a
-    script) at ``init_path`` and any extra ``files``; made with ``mke2fs -d`` (run as root)."""
+    script) at ``init_path`` and any extra ``files``; made with ``mke2fs -d`` (run as root).
+
+    ``lib``: "dir" (a plain /lib), "link" (/lib -> usr/lib, as merged-/usr distributions have),
+    "abslink" (/lib -> /usr/lib) or "none" (no /lib at all)."""
     tree = path.with_name(path.name + ".tree")
     shutil.rmtree(tree, ignore_errors=True)
-    for folder in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "lib", "root"):
+    for folder in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"):
         (tree / folder).mkdir(parents=True)
+    if lib == "dir":
+        (tree / "lib").mkdir()
+    elif lib in ("link", "abslink"):
+        (tree / "usr/lib").mkdir(parents=True)
+        (tree / "lib").symlink_to("usr/lib" if lib == "link" else "/usr/lib")
     busybox = Path(shutil.which("busybox") or "/bin/busybox")
     shutil.copy2(busybox, tree / "bin" / "busybox")
     applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
