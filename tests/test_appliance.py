@@ -355,13 +355,22 @@ def test_shipped_bundles_validate(shipped_bundles: dict) -> None:
 
 
 def hmp(sock: Path, command: str, timeout: float = 10) -> str:
-    """One command on QEMU's human monitor (what GNS3 speaks), returning what it printed."""
+    """One command on QEMU's human monitor (what GNS3 speaks); waits for the next prompt, so
+    the command was read whole before the connection closes."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
         s.connect(str(sock))
-        s.recv(4096)  # banner and prompt
+        seen = b""
+        while not seen.endswith(b"(qemu) "):  # banner and first prompt
+            seen += s.recv(4096) or b"(qemu) "
         s.sendall(command.encode() + b"\n")
-        return s.recv(4096).decode(errors="replace")
+        answer = b""
+        while b"\n(qemu) " not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer.decode(errors="replace")
 
 
 @pytest.mark.engine

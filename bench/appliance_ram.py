@@ -1,0 +1,71 @@
+"""The smallest RAM each shipped appliance boots with, reliably (issue 5), under TCG.
+
+    .venv/bin/python bench/appliance_ram.py [--runs 3] [--ram 48 64 96 128]
+
+Boots each bundle of bench/bundle_sizes.py from its .gns3a as GNS3 would (minivm/qemu.py,
+linked-clone overlays) with the RAM overridden; a run passes when the main process starts
+(its "Welcome to" line) and ``system_powerdown`` on the monitor makes QEMU exit 0. Prints
+passes/runs and the mean seconds to the main process per RAM size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bundle_sizes import bundles  # noqa: E402
+from test_appliance import hmp  # noqa: E402
+from vm import VM  # noqa: E402
+
+from minivm import gns3a, qemu  # noqa: E402
+from minivm.paths import build_dir  # noqa: E402
+from minivm.ui import Reporter  # noqa: E402
+
+
+def boot_once(bundle: Path, ram: int) -> float | None:
+    """Seconds to the main process, or None when the boot or the power-down failed."""
+    app = gns3a.load(bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        disks = qemu.create_overlays(app, work)
+        monitor = work / "monitor.sock"
+        machine = qemu.machine_from_appliance(app, name="ram", node_id=uuid.uuid4(), disks=disks,
+                                              ram=ram, console=qemu.Console("stdio"),
+                                              monitor=monitor)
+        with VM(qemu.command_line(machine)) as vm:
+            try:
+                vm.expect(r"Welcome to .*a MiniVM", timeout=120)
+                seconds = vm.seconds
+                vm.expect(r"[#$] ", timeout=30)
+                hmp(monitor, "system_powerdown")
+                return seconds if vm.wait_exit(timeout=60) == 0 else None
+            except (AssertionError, OSError):
+                return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ram", type=int, nargs="+", default=[48, 64, 96, 128])
+    args = parser.parse_args()
+    written = bundles(build_dir() / "bench-appliance", Reporter(quiet=True))
+    print(f"{'appliance':15} {'RAM MB':>6} {'passed':>7} {'s to main':>10}")
+    for name, bundle in written.items():
+        for ram in args.ram:
+            times = [boot_once(bundle.path, ram) for _ in range(args.runs)]
+            ok = [t for t in times if t is not None]
+            mean = f"{statistics.mean(ok):10.2f}" if ok else f"{'-':>10}"
+            print(f"{name:15} {ram:6} {len(ok):>3}/{args.runs:<3} {mean}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
