@@ -454,9 +454,9 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         if "/" not in stale and stale not in ("", ".", ".."):
             remove(folder / stale)
     total = sum(f["filesize"] for f in files.values())
-    linked = ", ".join(f"{role} {h}" for role, h in how.items())
-    reporter.info(f"[green]✓[/] appliance {gns3a} ({len(files)} files, {total / 1e6:.1f} MB; "
-                  f"kit files: {linked})")
+    if copied := [role for role, h in how.items() if h == "copy"]:
+        reporter.info(f"  copied (not hard-linked: another filesystem): {', '.join(copied)}")
+    reporter.info(f"[green]✓[/] appliance {gns3a} ({len(files)} files, {total / 1e6:.1f} MB)")
     return Bundle(gns3a, appliance, list(files.values()))
 
 
