@@ -1,0 +1,226 @@
+"""Labs and `minivm run` for real: MiniVMs under TCG linked by GNS3's UDP tunnels.
+
+The appliance is alpine-minivm's look-alike (busybox userland, the shipped etc/), built with
+`minivm build` and bundled with the kernel kit. At most three VMs run at once (2 shared cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from minivm import appliance, build, console, kernel, lab
+from minivm.ui import QUIET
+
+REPO = Path(__file__).resolve().parent.parent
+MINIVM = [str(Path(sys.executable).with_name("minivm"))]
+READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
+LOOKALIKE = """\
+FROM minivm-test/busybox:latest
+COPY etc /etc/
+ENTRYPOINT ["/etc/init.sh"]
+"""
+
+pytestmark = [pytest.mark.engine, pytest.mark.boot]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alpine-minivm's look-alike as a .gns3a bundle (built once per session)."""
+    kit = kernel.current() or kernel.build(reporter=QUIET)
+    out = tmp_path_factory.mktemp("labapp")
+    context = out / "ctx" / "alpine-minivm"
+    shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc", symlinks=True)
+    (context / "Dockerfile").write_text(LOOKALIKE)
+    result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
+    return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
+                                  kit=kit).path
+
+
+def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MINIVM, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str]) -> Path:
+    spec = {"accel": "tcg",
+            "nodes": {n: {"appliance": str(bundle), "append": a} for n, a in nodes.items()},
+            "links": links}
+    path = folder / "lab.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:
+    """A copy of the bundle (files linked) with some qemu settings changed."""
+    shutil.copytree(bundle.parent, folder, symlinks=True)
+    data = json.loads((folder / bundle.name).read_text())
+    data["qemu"].update(qemu_settings)
+    (folder / bundle.name).write_text(json.dumps(data))
+    return folder / bundle.name
+
+
+def ip(address: str, device: str = "eth0", gateway: str = "") -> str:
+    return f"ip={address}::{gateway}::{'':s}:{device}:off"
+
+
+def session(path: Path, node: str) -> console.Session:
+    s = console.Session(lab.console_address(path, node))
+    s.sendline()
+    s.expect(r"[#$] ", timeout=30)
+    return s
+
+
+def check(s: console.Session, command: str, timeout: float = 60) -> str:
+    code, out = s.run(command, timeout)
+    assert code == 0, f"{command!r} failed ({code}):\n{out}"
+    return out
+
+
+def fsck_overlay(overlay: Path, tmp: Path) -> str:
+    """e2fsck -fn on the overlay's filesystem (flattened with qemu-img, nothing mounted)."""
+    raw = tmp / f"{overlay.parent.name}-{overlay.stem}.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(raw)], check=True)
+    try:
+        done = subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+    finally:
+        raw.unlink()
+
+
+def test_two_nodes_ping_transfer_crash_recover_and_down(bundle: Path, tmp_path: Path) -> None:
+    path = write_lab(tmp_path, bundle, {"r1": ip("10.0.0.1/24"), "r2": ip("10.0.0.2/24")},
+                     ["r1:eth0 -- r2:eth0"])
+    up = cli("lab", "up", path, "--wait", READY, "--json")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    assert info["started"] == ["r1", "r2"]
+    ports = {n: info["nodes"][n]["ports"]["eth0"] for n in ("r1", "r2")}
+    assert ports["r1"] != ports["r2"]
+    try:
+        with session(path, "r1") as r1, session(path, "r2") as r2:
+            assert "0 packets received" not in check(r1, "ping -c 3 -W 5 10.0.0.2")
+            check(r2, "(nc -l -p 5000 > /tmp/got; echo RECV-DONE) &")
+            sent = check(r1, "dd if=/dev/urandom of=/tmp/data bs=1024 count=4096 2>/dev/null;"
+                             " md5sum /tmp/data").split()[0]
+            check(r1, "nc -w 10 10.0.0.2 5000 < /tmp/data", timeout=180)
+            r2.expect("RECV-DONE", timeout=60)
+            got = check(r2, "md5sum /tmp/got; wc -c < /tmp/got").split()
+            assert got[0] == sent and got[-1] == str(4096 * 1024)
+            check(r1, "echo synced-before-the-kill > /root/kept; sync")
+            check(r1, "echo not-synced > /root/lost")  # may or may not survive
+
+        pid = json.loads(cli("lab", "status", path, "--json").stdout)["nodes"]["r1"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = cli("lab", "status", path)
+        assert status.returncode == 3
+        assert re.search(r"r1\s+crashed", status.stdout) and re.search(r"r2\s+running",
+                                                                        status.stdout)
+        again = cli("lab", "up", path, "--wait", READY, "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["started"] == ["r1"]
+        assert "gone" in again.stderr  # the crash is reported, not silently reused
+        with session(path, "r1") as r1:
+            assert check(r1, "cat /root/kept").strip() == "synced-before-the-kill"
+            # the restarted node is on the same link ports: r2 still reaches it
+            assert "0 packets received" not in check(r1, "ping -c 2 -W 5 10.0.0.2")
+    finally:
+        start = time.monotonic()
+        down = cli("lab", "down", path, "--json")
+        took = time.monotonic() - start
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["stopped"] == {"r1": "acpi", "r2": "acpi"}
+    assert took < 10 + 5
+    for node in ("r1", "r2"):
+        fsck_overlay(tmp_path / "lab.state" / node / "hda_disk.qcow2", tmp_path)
+    assert "r1           stopped" in cli("lab", "status", path).stdout
+    log = (tmp_path / "lab.state" / "r1" / "console.log").read_text(errors="replace")
+    assert log.count("minivm lab up") == 2  # boot logs kept across restarts
+
+
+def test_three_in_a_line_r2_routes(bundle: Path, tmp_path: Path) -> None:
+    nodes = {"r1": ip("10.0.1.1/24", gateway="10.0.1.2"),
+             "r2": ip("10.0.1.2/24") + " " + ip("10.0.2.2/24", "eth1"),
+             "r3": ip("10.0.2.3/24", gateway="10.0.2.2")}
+    two = variant(bundle, tmp_path / "two", adapters=2)
+    path = write_lab(tmp_path, two, nodes, ["r1:eth0 -- r2:eth0", "r2:eth1 -- r3:eth0"])
+    up = cli("lab", "up", path, "--wait", READY)
+    assert up.returncode == 0, up.stderr
+    try:
+        with session(path, "r2") as r2:
+            check(r2, "echo 1 > /proc/sys/net/ipv4/ip_forward")
+        with session(path, "r1") as r1:
+            out = check(r1, "ping -c 3 -W 5 10.0.2.3")
+            assert "ttl=63" in out  # one hop: routed through r2
+    finally:
+        down = cli("lab", "down", path, "--clean")
+    assert down.returncode == 0, down.stderr
+    assert not (tmp_path / "lab.state").exists()
+
+
+def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
+    """r2's QEMU refuses its options: r1, already started, is stopped again; nothing stays."""
+    bad = variant(bundle, tmp_path / "bad", options="-device no-such-device")
+    path = tmp_path / "lab.yaml"
+    path.write_text(json.dumps({"accel": "tcg", "nodes": {
+        "r1": {"appliance": str(bundle)}, "r2": {"appliance": str(bad)}},
+        "links": ["r1:eth0 -- r2:eth0"]}))
+    result = cli("lab", "up", path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: node r2: QEMU failed")
+    assert "no-such-device" in result.stderr
+    state = tmp_path / "lab.state"
+    assert not (state / "state.json").exists()
+    assert not list(state.glob("*/hda_disk.qcow2"))
+    pids = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True).stdout
+    assert not pids.strip(), "a QEMU of the failed lab still runs"
+
+
+def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*MINIVM, "run", str(bundle), "--accel", "tcg", "--append",
+                             "single"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO)
+    os.close(slave)
+    buf = b""
+
+    def expect(pattern: bytes, timeout: float) -> None:
+        nonlocal buf
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, buf):
+            left = deadline - time.monotonic()
+            assert left > 0, f"{pattern!r} not seen:\n{buf[-2000:].decode(errors='replace')}"
+            if select.select([master], [], [], min(left, 0.5))[0]:
+                data = os.read(master, 65536)
+                if b"\x1b[6n" in data:
+                    os.write(master, b"\x1b[1;1R")  # answer as a terminal would
+                buf += data
+
+    try:
+        expect(rb"single-user shell before mounting the root", 120)
+        expect(rb"\(initramfs\) [^\n]*# ", 30)
+        assert b"Welcome to" not in buf
+        os.write(master, b"exit\r")
+        expect(READY.encode(), 120)
+        os.write(master, b"echo $((6*7))\r")
+        expect(rb"\n42", 30)
+        os.write(master, b"\x1d")  # Ctrl-]: detach, which powers the VM off
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
