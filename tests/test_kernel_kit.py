@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -259,3 +260,16 @@ def test_lib_layouts(kit, disks, lib, mode, mounted):
         assert "MODPROBE-OK" in out
     else:
         assert "module disk left unmounted" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path: Path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(MinivmError, match="disk full"):
+            kernel.build(reporter=QUIET, force=True, output_root=small / "kits")
+        assert [p.name for p in (small / "kits").iterdir()] == []  # no partial kit, no temp
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
