@@ -167,7 +167,7 @@ def sleeper_disks(out) -> dict[str, Path]:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("how", ["button-hook", "button", "poweroff", "sigusr2"])
+@pytest.mark.parametrize("how", ["button-hook", "button", "poweroff", "sigusr2", "sigint"])
 def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
     disk = writable_copy(sleeper_disks["plain" if how == "button" else "hooked"], tmp_path)
     qmp = tmp_path / "qmp.sock"
@@ -177,15 +177,31 @@ def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
         if how.startswith("button"):
             powerdown(qmp)
         else:
-            vm.sendline("poweroff" if how == "poweroff" else "kill -USR2 1")
+            vm.sendline({"poweroff": "poweroff", "sigusr2": "kill -USR2 1",
+                         "sigint": "kill -INT 1"}[how])  # SIGINT (Ctrl-Alt-Del): reboot
         started = vm.seconds
         assert vm.wait_exit(timeout=10) == 0
         took = vm.seconds - started
     assert ("PWRF HOOK RAN" in vm.output) == (how == "button-hook")
-    assert "powering off" in vm.output
+    assert ("rebooting" if how == "sigint" else "powering off") in vm.output  # -no-reboot
     result = fsck(disk)
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"{how}: QEMU exited {took:.2f} s after the request")
+
+
+@pytest.mark.boot
+def test_main_process_respawns_when_asked(kit, out):
+    ctx = write_context(out / "ctx" / "respawn", {"Dockerfile": """\
+        FROM minivm-test/busybox
+        CMD ["sh", "-c", "echo RUN-$(cat /proc/uptime | cut -d. -f1)-END"]
+    """})
+    disk = build_disk(ctx, out).qcow2
+    with boot(kit, disk, snapshot=True, append="minivm.on_exit=respawn") as vm:
+        for _ in range(3):
+            vm.expect(r"RUN-\d+-END", timeout=90)
+        vm.sendline("kill -USR2 1")
+        assert vm.wait_exit(timeout=30) == 0
+    assert vm.output.count("main process exited (status 0): respawn") >= 2
 
 
 @pytest.mark.boot

@@ -84,6 +84,8 @@ void parse_cmdline(char **envp)
 			kcmd.on_exit = w + 15;
 		} else if (strncmp(w, "minivm.console=", 15) == 0) {
 			kcmd.console = w + 15;
+		} else if (strcmp(w, "minivm.debug") == 0) {
+			kcmd.debug = true;
 		} else if (is_env_word(w, envp)) {
 			strv_set_env(&kcmd.env, w);
 		}

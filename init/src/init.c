@@ -189,11 +189,15 @@ int main(int argc, char **argv, char **envp)
 	console_stdio();
 	parse_cmdline(envp);
 	parse_config();
+	trace("init started, file systems mounted");
 	setup_hostname(hostname, sizeof(hostname));
 	network_up(hostname);
+	trace("network configured");
 	write_etc_files(hostname);
+	trace("/etc files written");
 
 	power_init(); /* before the main process: when it runs, the power button works */
+	trace("power button watched");
 	bool have_main = choose_main();
 	choose_shell();
 	if (have_main)
@@ -204,6 +208,7 @@ int main(int argc, char **argv, char **envp)
 	else if (want_shell && !main_svc.proc.tty)
 		start(&shell_svc);
 
+	trace("main process started");
 	int sfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
 	struct pollfd pfd[9] = {{.fd = sfd, .events = POLLIN}};
 	int fds[8], nb = power_fds(fds, 8);

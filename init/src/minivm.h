@@ -32,6 +32,7 @@ struct cmdline {
 	const char *add_host;        /* add_host=name:ip,... (forces /etc/hosts) */
 	const char *on_exit;         /* minivm.on_exit=poweroff|reboot|respawn */
 	const char *console;         /* minivm.console=shell|getty|off */
+	bool debug;                  /* minivm.debug: print the uptime at each step */
 	bool has_args;               /* something after `--` */
 	struct strv args;            /* the words after `--` */
 	struct strv env;             /* KEY=value the kernel gave us as environment */
@@ -58,6 +59,7 @@ extern struct cmdline kcmd;
 extern struct imgconfig img;
 
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void trace(const char *step); /* with minivm.debug: the uptime at this step */
 char *read_file(const char *path, size_t *len);
 int write_file(const char *path, const char *data, mode_t mode); /* atomic */
 bool exists(const char *path);

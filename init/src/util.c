@@ -134,3 +134,14 @@ void scopy(char *dst, size_t size, const char *src)
 	memcpy(dst, src, n);
 	dst[n] = 0;
 }
+
+void trace(const char *step)
+{
+	if (!kcmd.debug)
+		return;
+	char *up = read_file("/proc/uptime", NULL);
+	if (up)
+		up[strcspn(up, " ")] = 0;
+	say("%s s: %s", up ? up : "?", step);
+	free(up);
+}

@@ -1,0 +1,151 @@
+"""The init's figures (issue 4), under TCG on -M pc, side by side with their baselines.
+
+boot:  guest uptime when the image's main process starts, for alpine-minivm's look-alike and
+       debian-minivm (each wrapped so that its ENTRYPOINT first prints the uptime), vs. the
+       floor (the kit's kernel, an initramfs that reports and powers off at once) and vs. the
+       kit alone (kit initramfs, a busybox root whose /sbin/init reports and powers off: the
+       difference to it is what minivm's init costs);
+power: seconds from QMP system_powerdown (GNS3's stop) to QEMU's exit, idle guest;
+size:  bytes the injected tree (init + toolbox + hooks) adds to an image.
+Runs alternate between the variants so that machine load hits all alike.
+
+    .venv/bin/python bench/init_figures.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from initvm import boot, build_disk, current_kit, powerdown, writable_copy, write_context  # noqa: E402
+from kernel_boot import REPORT, floor_initrd  # noqa: E402
+from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
+
+from minivm import inject  # noqa: E402
+from minivm.paths import images_dir  # noqa: E402
+from minivm.ui import QUIET  # noqa: E402
+
+WRAP = """\
+    FROM {base}
+    RUN mv /etc/init.sh /etc/init.real \\
+     && printf '#!/bin/sh\\nread u _ </proc/uptime; echo UPTIME-AT-MAIN $u\\nexec /etc/init.real\\n' \\
+        >/etc/init.sh && chmod 755 /etc/init.sh
+"""
+
+
+def image_disks(work: Path) -> dict[str, Path]:
+    """Root disks of the two shipped images, wrapped to report the uptime at main start."""
+    lookalike = write_context(work / "alpine-lookalike", {"Dockerfile": """\
+        FROM minivm-test/busybox
+        RUN mkdir -p /var /root /etc/network/if-pre-up.d /etc/network/if-up.d \\
+            /etc/network/if-down.d /etc/network/if-post-down.d && ln -s /run /var/run
+        COPY etc /etc/
+        ENTRYPOINT ["/etc/init.sh"]
+    """})
+    shutil.copytree(images_dir() / "alpine-minivm" / "etc", lookalike / "etc", symlinks=True)
+    disks = {}
+    for name, ctx in (("alpine-minivm*", lookalike), ("debian-minivm", images_dir() /
+                                                        "debian-minivm")):
+        tag = f"minivm-bench/{name.rstrip('*')}:latest"
+        subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], check=True,
+                       capture_output=True)
+        wrapped = write_context(work / f"wrap-{name.rstrip('*')}",
+                                {"Dockerfile": WRAP.format(base=tag)})
+        disks[name] = writable_copy(build_disk(wrapped, work / "out").qcow2, work / "run")
+    return disks
+
+
+def uptime_to(argv: list[str], marker: str) -> float:
+    with VM(argv) as vm:
+        match = vm.expect(marker + r" ([\d.]+)", timeout=180)
+        vm.wait_exit(timeout=60)
+    return float(match.group(1))
+
+
+def boot_and_stop(kit, disk: Path, work: Path) -> tuple[float, float]:
+    """(uptime at main start, seconds from the power button to QEMU's exit)."""
+    qmp = work / "qmp.sock"
+    with boot(kit, disk, qmp=qmp, nics=["user"]) as vm:
+        match = vm.expect(r"UPTIME-AT-MAIN ([\d.]+)", timeout=180)
+        vm.expect(r"Welcome to", timeout=60)
+        vm.expect(r"[#$] ", timeout=60)
+        # An idle guest: DHCP done, nothing running but the shell.
+        vm.sendline("until ip -4 addr show eth0 | grep -q inet; do sleep 0.1; done; "
+                    "echo SETT''LED")
+        vm.expect("SETTLED", timeout=60)
+        vm.expect(r"[#$] ", timeout=10)
+        pressed = vm.seconds
+        powerdown(qmp)
+        vm.wait_exit(timeout=60)
+        return float(match.group(1)), vm.seconds - pressed
+
+
+def tree_sizes(root: Path) -> tuple[int, int]:
+    """Bytes of the tree's files, and of the tree as a gzip -9 tar (what it adds compressed)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(root, arcname=".")
+    return inject.tree_bytes(root), len(gzip.compress(buffer.getvalue(), 9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    kit = current_kit()
+    results: dict[str, list[float]] = {}
+    power: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_initrd(work / "floor.img"),
+                               append="console=ttyS0 quiet")
+        root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n")
+        disks = [Disk(root, "scsi", "raw", snapshot=True)]
+        if kit.modules:
+            disks.append(Disk(kit.modules, "scsi", snapshot=True))
+        kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, disks=disks,
+                             append="console=ttyS0 quiet root=LABEL=minivm-root rw")
+        images = image_disks(work)
+        for i in range(args.runs):
+            results.setdefault("floor", []).append(uptime_to(floor_argv, "UPTIME-AT-INIT"))
+            results.setdefault("kit alone", []).append(uptime_to(kit_argv, "UPTIME-AT-INIT"))
+            for name, disk in images.items():
+                up, stop = boot_and_stop(kit, disk, work)
+                results.setdefault(name, []).append(up)
+                power.setdefault(name, []).append(stop)
+            print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items())
+                  + " | power: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in power.items()),
+                  flush=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\nboot to the main process (guest uptime, medians of {args.runs} runs)")
+    print(f"{'':18}{'uptime':>9}{'vs floor':>10}{'vs kit':>9}")
+    for name, value in med.items():
+        print(f"{name:18}{value:>8.2f}s{value / med['floor']:>9.2f}x"
+              f"{value - med['kit alone']:>+8.2f}s")
+    print("\npower button (QMP system_powerdown) to QEMU exit, idle guest")
+    for name, values in power.items():
+        print(f"{name:18}{statistics.median(values):>8.2f}s (max {max(values):.2f} s)")
+    tree = inject.prepare(reporter=QUIET).root
+    raw, packed = tree_sizes(tree)
+    print("\nbytes the injection adds to an image")
+    for rel, size in inject.main_files(tree).items():
+        print(f"  {rel:30}{size:>9,}")
+    print(f"  {'total (files)':30}{raw:>9,}  ({raw / 1e6:.2f} MB; gzip -9: {packed / 1e6:.2f} MB)")
+    print("(* alpine-minivm's look-alike: its etc/ on the busybox base)")
+
+
+if __name__ == "__main__":
+    main()
