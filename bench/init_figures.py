@@ -41,8 +41,9 @@ from minivm.ui import QUIET  # noqa: E402
 WRAP = """\
     FROM {base}
     RUN mv /etc/init.sh /etc/init.real \\
-     && printf '#!/bin/sh\\nread u _ </proc/uptime; echo UPTIME-AT-MAIN $u\\nexec /etc/init.real\\n' \\
-        >/etc/init.sh && chmod 755 /etc/init.sh
+     && printf '#!/bin/sh\\n%s\\nexec /etc/init.real\\n' \\
+        'read u _ </proc/uptime; echo UPTIME-AT-MAIN $u' >/etc/init.sh \\
+     && chmod 755 /etc/init.sh
 """
 
 
