@@ -98,6 +98,8 @@ def test_entrypoint_runs_with_the_image_config(kit, entrypoint_disk):
     assert env["GREETING"] == "hello world" and env["LEVEL"] == "3"
     assert env["HOME"] == "/home/tester" and env["HOSTNAME"] == "entryimg"
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # Docker's set: the image's ENV plus PATH, HOSTNAME, HOME (PWD is the shell's own)
+    assert set(env) == {"GREETING", "LEVEL", "PATH", "HOSTNAME", "HOME", "PWD"}
     assert seen["hostname"] == ["entryimg"]
     assert "127.0.0.1\tlocalhost" in seen["hosts"] and "127.0.1.1\tentryimg" in seen["hosts"]
     assert "nameserver 8.8.8.8" in seen["resolv"]

@@ -138,15 +138,16 @@ void parse_config(void)
 }
 
 /* The environment of a process we start: Docker's defaults, then the image's ENV, then the
- * variables from the kernel command line (like `docker run -e`). A console shell also finds the
- * toolbox (poweroff, reboot, ip, ...) at the end of its PATH. */
+ * variables from the kernel command line (like `docker run -e`). A process on the console
+ * (for_shell) also gets TERM and finds the toolbox (poweroff, reboot, ip...) at the end of PATH. */
 void base_env(struct strv *env, const char *hostname, bool for_shell)
 {
 	strv_set_env(env, "PATH=" DEFAULT_PATH);
 	char buf[512];
 	snprintf(buf, sizeof(buf), "HOSTNAME=%s", hostname);
 	strv_set_env(env, buf);
-	strv_set_env(env, "TERM=vt220");
+	if (for_shell) /* as Docker: TERM only for a process on a terminal */
+		strv_set_env(env, "TERM=vt220");
 	for (int i = 0; i < img.env.n; i++)
 		strv_set_env(env, img.env.v[i]);
 	for (int i = 0; i < kcmd.env.n; i++)
