@@ -125,6 +125,22 @@ def test_kernel_arguments_override(kit, entrypoint_disk):
 
 
 @pytest.mark.boot
+@pytest.mark.xfail(reason="the engine export shadows the image's /etc/hostname with the empty "
+                   "file of the container's init layer (minivm.build, not the init)")
+def test_hostname_from_the_images_etc_hostname(kit, out):
+    ctx = write_context(out / "ctx" / "hostfile", {
+        "Dockerfile": """\
+            FROM minivm-test/busybox
+            COPY hostname /etc/hostname
+            CMD ["sh", "-c", "echo HOST=$(hostname)"]
+        """, "hostname": "from-etc-hostname\n"})
+    with boot(kit, build_disk(ctx, out).qcow2, snapshot=True, append="minivm.console=off") as vm:
+        match = vm.expect(r"HOST=(\S+)\n", timeout=90)
+        vm.wait_exit(timeout=30)
+    assert match[1] == "from-etc-hostname"
+
+
+@pytest.mark.boot
 def test_scratch_image_with_one_static_binary(kit, out):
     ctx = write_context(out / "ctx" / "scratchimg", {
         "Dockerfile": """\
@@ -192,6 +208,20 @@ def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
 
 
 @pytest.mark.boot
+def test_signals_are_forwarded_to_the_main_process(kit, out):
+    ctx = write_context(out / "ctx" / "trapper", {"Dockerfile": """\
+        FROM minivm-test/busybox
+        CMD ["sh", "-c", "trap 'echo GOT-HUP' HUP; echo READY; while :; do sleep 0.1; done"]
+    """})
+    with boot(kit, build_disk(ctx, out).qcow2, snapshot=True) as vm:
+        vm.expect(both("READY", "# "), timeout=90)
+        vm.sendline("kill -HUP 1")
+        vm.expect("GOT-HUP", timeout=30)
+        vm.sendline("poweroff")
+        assert vm.wait_exit(timeout=30) == 0
+
+
+@pytest.mark.boot
 def test_main_process_respawns_when_asked(kit, out):
     ctx = write_context(out / "ctx" / "respawn", {"Dockerfile": """\
         FROM minivm-test/busybox
@@ -238,7 +268,7 @@ def test_orphans_are_reaped(kit, out):
             echo "ZOMBIES $(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)"
         """})
     with boot(kit, build_disk(ctx, out).qcow2, snapshot=True, append="minivm.console=off") as vm:
-        match = vm.expect(r"ZOMBIES (\d+)", timeout=90)
+        match = vm.expect(r"ZOMBIES (\d+)\n", timeout=90)
         vm.wait_exit(timeout=30)
     assert match[1] == "0"
 
