@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -56,6 +57,15 @@ def start_pair(bundle: Path, work: Path, mode: str) -> list[tuple[subprocess.Pop
     return vms
 
 
+def wait_log(log: Path, pattern: str, timeout: float) -> None:
+    """Bounded poll of a console log for ``pattern``."""
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and re.search(pattern, log.read_text(errors="replace"))):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pattern!r} not in {log} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def counters(s: console.Session, which: str) -> int:
     _, out = s.run(f"cat /sys/class/net/eth0/statistics/{which}", 30)
     return int(out.strip().splitlines()[-1])
@@ -66,8 +76,9 @@ def measure(bundle: Path, work: Path, mode: str, mb: int, runs: int) -> tuple[fl
     try:
         sessions = []
         for _, d in vms:
+            wait_log(d / "console.log", READY, 300)
             s = console.Session(f"unix:{d / 'console.sock'}")
-            s.expect(READY, 300)
+            s.sendline()
             s.expect(r"[#$] ", 30)
             sessions.append(s)
         r1, r2 = sessions
