@@ -6,9 +6,11 @@ Data flows one way: image -> tar entries -> (cleaning, injection) -> ext4 -> QCO
 from __future__ import annotations
 
 import re
+import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +64,7 @@ def build(
         context_key = _context_key(client, source, inputs) if source.kind is Kind.CONTEXT else None
         if context_key and not force and (record := _fresh_by_context(folder, context_key)):
             return _cached(record, folder, reporter, started)
-        image_id, config, entries = stack.enter_context(
+        image_id, config, entries, shadowed = stack.enter_context(
             _open_image(client, source, reporter=reporter))
         key = cache.key(image=image_id, **inputs)
         if not force and (record := cache.fresh(folder, key)):
@@ -71,7 +73,7 @@ def build(
         qcow2 = folder / f"{source.name}-{_short(image_id)}.qcow2"
         composed = compose(entries, config=config, name=source.name, injection=injection.root,
                            stats=RootfsStats(), from_engine=client is not None, where=source.text,
-                           stamp=_timestamp(config))
+                           stamp=_timestamp(config), shadowed=shadowed)
         result = disk.write_qcow2(
             composed, qcow2, label=ROOT_LABEL, uuid=uuid.uuid5(UUID_NAMESPACE, key),
             timestamp=_timestamp(config), size=size, backend=chosen, reporter=reporter)
@@ -136,15 +138,19 @@ def _from_refs(dockerfile: Path) -> list[str]:
     return refs
 
 
+Shadowed = Callable[[], dict[str, tuple[tarfile.TarInfo, bytes]]] | None
+
+
 @contextmanager
-def _open_image(client: Any, source: Source, *,
-                reporter: Reporter) -> Iterator[tuple[str, ImageConfig, Iterator[Entry]]]:
-    """The image's id, config and flattened entries, from the engine or an archive."""
+def _open_image(client: Any, source: Source, *, reporter: Reporter,
+                ) -> Iterator[tuple[str, ImageConfig, Iterator[Entry], Shadowed]]:
+    """The image's id, config and flattened entries, from the engine or an archive; for the
+    engine, also the image's own versions of the files its export hides."""
     if source.kind is Kind.ARCHIVE:
         assert source.path is not None
         archive = open_archive(source.path)
         reporter.info(f"reading {source.path} ({len(archive.layers)} layers, no engine)")
-        yield archive.config.image_id, archive.config, layers.flatten(archive.layers)
+        yield archive.config.image_id, archive.config, layers.flatten(archive.layers), None
         return
     if source.kind is Kind.CONTEXT:
         assert source.path is not None
@@ -155,8 +161,12 @@ def _open_image(client: Any, source: Source, *,
         image_id = engine.resolve_image(client, source.text, reporter=reporter)
     config = engine.image_config(client, image_id)
     reporter.info(f"exporting image {_short(image_id)} from the engine (streamed, never run)")
-    with engine.exported_filesystem(client, image_id) as stream:
-        yield image_id, config, read_entries(stream, where=f"export of {source.text}")
+    with ThreadPoolExecutor(max_workers=1) as pool, \
+            engine.exported_filesystem(client, image_id) as stream:
+        # Read alongside the export, on a client of its own; needed only at the end.
+        hidden = pool.submit(engine.image_files, engine.connect(), image_id, engine.SHADOWED)
+        yield (image_id, config, read_entries(stream, where=f"export of {source.text}"),
+               hidden.result)
 
 
 def _timestamp(config: ImageConfig) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ LOG_TAIL_LINES = 8
 # When they are empty (the image had none), they are dropped from an export so that the
 # engine path and the daemonless path give the same tree.
 ENGINE_ARTIFACTS = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"}
+# Of those, the files whose image version the init layer hides: an export always shows them
+# empty, so their real content is read from the image's layers (see image_files).
+SHADOWED = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,50 @@ def exported_filesystem(
     finally:
         with suppress(docker.errors.APIError):
             client.remove_container(container, force=True, v=True)
+
+
+def image_files(client: APIClient, image_id: str,
+                names: tuple[str, ...]) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """The image's own version of a few files (topmost layer wins, whiteouts honoured), read
+    from the image's layers as the engine saves them. Absent files are left out."""
+    found: dict[str, dict[str, tuple[tarfile.TarInfo, bytes] | None]] = {}
+    order: list[str] = []
+    wanted = set(names)
+    whiteouts = {posixpath.join(posixpath.dirname(n), ".wh." + posixpath.basename(n)): n
+                 for n in names}
+    stream = io.BufferedReader(_ChunkReader(iter(client.get_image(image_id, chunk_size=1 << 20)),
+                                            lambda n: None), buffer_size=1 << 20)
+    with tarfile.open(fileobj=stream, mode="r|") as outer:
+        for member in outer:
+            data = outer.extractfile(member) if member.isreg() else None
+            if data is None:
+                continue
+            if member.name == "manifest.json":
+                order = json.loads(data.read())[0]["Layers"]
+                continue
+            layer: dict[str, tuple[tarfile.TarInfo, bytes] | None] = {}
+            try:
+                with tarfile.open(fileobj=data, mode="r|*") as inner:
+                    for info in inner:
+                        name = info.name.removeprefix("./")
+                        if name in wanted and info.isreg():
+                            file = inner.extractfile(info)
+                            layer[name] = (info, file.read() if file else b"")
+                        elif name in whiteouts:
+                            layer[whiteouts[name]] = None
+            except (tarfile.TarError, EOFError):
+                continue  # a config or index blob, not a layer
+            if layer:
+                found[member.name] = layer
+    result: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    for layer_name in order:
+        for name, value in found.get(layer_name, {}).items():
+            if value is None:
+                result.pop(name, None)
+            else:
+                value[0].name = name
+                result[name] = value
+    return result
 
 
 def remove_image(client: APIClient, image_id: str) -> None:

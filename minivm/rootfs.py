@@ -12,11 +12,11 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minivm.engine import ENGINE_ARTIFACTS, ImageConfig
+from minivm.engine import ENGINE_ARTIFACTS, SHADOWED, ImageConfig
 from minivm.tarstream import Entry, SymlinkGuard
 
 MINIVM_DIR = ".minivm"
@@ -68,19 +68,22 @@ def compose(
     from_engine: bool,
     where: str,
     stamp: int,
+    shadowed: Callable[[], dict[str, tuple[tarfile.TarInfo, bytes]]] | None = None,
 ) -> Iterator[Entry]:
     """The image's entries (engine artifacts and any ``/.minivm`` dropped), then the injected
     tree, the config files and missing standard folders. Fills ``stats`` as it goes.
 
     ``stamp`` (the image's creation time) dates what minivm adds, and no time is later than it:
     the folders the engine touches when it creates a container must not date the disk.
+    ``shadowed`` gives the image's own version of the files an engine export shows empty
+    (:data:`minivm.engine.SHADOWED`); they are written at the end.
     """
     guard = SymlinkGuard(where)
     seen: set[str] = set()
     for info, data in entries:
         if not info.name or info.name == MINIVM_DIR or info.name.startswith(MINIVM_DIR + "/"):
             continue
-        if from_engine and _engine_artifact(info):
+        if from_engine and (_engine_artifact(info) or info.name in SHADOWED):
             continue
         guard.check(info)
         info.mtime = min(info.mtime, stamp)
@@ -88,6 +91,10 @@ def compose(
         seen.add(info.name)
         yield info, data
     extra: list[Entry] = []
+    for info, data in (shadowed() if shadowed else {}).values():
+        info.mtime = min(info.mtime, stamp)
+        seen.add(info.name)
+        extra.append((info, io.BytesIO(data)))
     for rel, mode in sorted(STANDARD_DIRS.items()):
         if rel not in seen:
             extra.append((_dir(rel, mode, stamp), None))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 LONG_DIR = "/".join(["d" * 60] * 4)  # a 243-character path: beyond ustar's 100
 UNICODE_NAME = "café-日本"
+IMAGE_HOSTS = "127.0.0.1 localhost\n10.0.0.1 gateway\n"  # hidden by the engine's init layer
 
 RICH_DOCKERFILE = f"""\
 FROM minivm-test/busybox:latest
@@ -26,6 +27,7 @@ RUN echo secret > /data/suid && chmod 4755 /data/suid \\
  && ln -s keep /data/link \\
  && chown 1000:1000 /data/keep && touch -d '2001-02-03 04:05:06' /data/keep
 COPY hello.txt /data/hello.txt
+COPY hosts /etc/hosts
 ENV FOO=bar
 WORKDIR /data
 USER 1000
@@ -41,6 +43,7 @@ def rich_context(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "Dockerfile").write_text(RICH_DOCKERFILE)
     (folder / "hello.txt").write_text("hello from COPY\n")
+    (folder / "hosts").write_text(IMAGE_HOSTS)
     return folder
 
 

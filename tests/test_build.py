@@ -12,6 +12,7 @@ from minivm import build as builder
 from minivm.errors import MinivmError
 from tests.fsview import listing
 from tests.imagefactory import (
+    IMAGE_HOSTS,
     LONG_DIR,
     UNICODE_NAME,
     classic_archive,
@@ -58,6 +59,8 @@ def test_engine_build_keeps_every_kind_of_file(rich_build):
     assert (keep.uid, keep.gid) == (1000, 1000)
     assert keep.mtime == 981173106  # 2001-02-03 04:05:06 UTC, from touch -d
     assert files["data/hello.txt"].size == len("hello from COPY\n")
+    # The engine's export shows /etc/hosts empty; the image's own one must be on the disk.
+    assert files["etc/hosts"].md5 == hashlib.md5(IMAGE_HOSTS.encode()).hexdigest()
 
 
 def test_engine_build_stores_the_image_config(rich_build):

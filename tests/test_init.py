@@ -125,8 +125,6 @@ def test_kernel_arguments_override(kit, entrypoint_disk):
 
 
 @pytest.mark.boot
-@pytest.mark.xfail(reason="the engine export shadows the image's /etc/hostname with the empty "
-                   "file of the container's init layer (minivm.build, not the init)")
 def test_hostname_from_the_images_etc_hostname(kit, out):
     ctx = write_context(out / "ctx" / "hostfile", {
         "Dockerfile": """\
