@@ -7,11 +7,8 @@ import stat
 import tarfile
 
 import pytest
-
-from minivm import build as builder
-from minivm.errors import MinivmError
-from tests.fsview import listing
-from tests.imagefactory import (
+from fsview import listing
+from imagefactory import (
     IMAGE_HOSTS,
     LONG_DIR,
     UNICODE_NAME,
@@ -21,6 +18,9 @@ from tests.imagefactory import (
     rich_context,
     save_image,
 )
+
+from minivm import build as builder
+from minivm.errors import MinivmError
 
 pytestmark = pytest.mark.engine
 
