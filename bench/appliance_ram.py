@@ -43,7 +43,10 @@ def boot_once(bundle: Path, ram: int) -> float | None:
                                               monitor=monitor)
         with VM(qemu.command_line(machine)) as vm:
             try:
-                vm.expect(r"Welcome to .*a MiniVM", timeout=120)
+                seen = vm.expect(r"Welcome to .*a MiniVM|Kernel panic|Out of memory|"
+                                 r"Killed process", timeout=60)
+                if not seen.group(0).startswith("Welcome"):
+                    return None
                 seconds = vm.seconds
                 vm.expect(r"[#$] ", timeout=30)
                 hmp(monitor, "system_powerdown")

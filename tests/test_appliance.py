@@ -20,15 +20,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import gns3_env
 import pytest
+from vm import VM
 
 from minivm import appliance, build, gns3a, kernel, qemu
 from minivm.errors import MinivmError
 from minivm.ui import QUIET
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gns3_env
-from vm import VM
 
 REPO = Path(__file__).resolve().parent.parent
 KVER = "6.1.0-99-test-amd64"
