@@ -49,4 +49,10 @@ def kernel_kit():
     from minivm import kernel
 
     return kernel.build(reporter=Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def kit(kernel_kit):
+    """The kernel kit, by the short name the init and image tests use."""
+    return kernel_kit
 # --- end kernel kit ----------------------------------------------------------------------------

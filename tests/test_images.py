@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from initvm import boot, build_disk, current_kit, fsck, powerdown, writable_copy, write_context
+from initvm import boot, build_disk, fsck, powerdown, writable_copy, write_context
 
 from minivm.paths import images_dir
 
 pytestmark = [pytest.mark.engine]
 KEYS = {"name", "description", "category", "symbol", "usage", "adapters", "ram", "kernel_args",
         "disk_interface"}
-
-
-@pytest.fixture(scope="module")
-def kit(request):
-    try:
-        return request.getfixturevalue("kernel_kit")
-    except pytest.FixtureLookupError:
-        return current_kit()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import pytest
 from initvm import (
     boot,
     build_disk,
-    current_kit,
     fsck,
     powerdown,
     udp_link,
@@ -26,15 +25,6 @@ from minivm import inject
 from minivm.ui import QUIET
 
 pytestmark = [pytest.mark.engine]
-
-
-@pytest.fixture(scope="module")
-def kit(request):
-    """The kernel kit: conftest's fixture when there is one, else the current kit."""
-    try:
-        return request.getfixturevalue("kernel_kit")
-    except pytest.FixtureLookupError:
-        return current_kit()
 
 
 @pytest.fixture(scope="module")

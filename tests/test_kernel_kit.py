@@ -40,11 +40,6 @@ poweroff -f
 
 
 @pytest.fixture(scope="module")
-def kit(kernel_kit) -> kernel.Kit:
-    return kernel_kit
-
-
-@pytest.fixture(scope="module")
 def disks(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("kit-disks")
 
