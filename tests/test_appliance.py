@@ -321,12 +321,6 @@ ENTRYPOINT ["/etc/init.sh"]
 
 
 @pytest.fixture(scope="session")
-def kit() -> kernel.Kit:
-    """The kernel kit (built once if there is none)."""
-    return kernel.current() or kernel.build(reporter=QUIET)
-
-
-@pytest.fixture(scope="session")
 def shipped_bundles(tmp_path_factory: pytest.TempPathFactory, kit: kernel.Kit) -> dict:
     """Bundles of alpine-minivm's look-alike and debian-minivm, built for real."""
     out = tmp_path_factory.mktemp("shipped")
