@@ -13,8 +13,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("build")(build.build)
 app.add_typer(kernel.app, name="kernel")
+app.command("build")(build.build)
 app.command("appliance")(appliance.appliance)
 app.command("run")(run.run)
 app.add_typer(lab.app, name="lab")
