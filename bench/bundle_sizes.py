@@ -11,12 +11,14 @@ modules 25.4 MB). Sizes are in MB (10^6 bytes), as the reference gives them.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from imagefactory import alpine_lookalike  # noqa: E402
 
 from minivm import appliance, build, kernel  # noqa: E402
 from minivm.paths import build_dir  # noqa: E402
@@ -26,21 +28,12 @@ REFERENCE_MB = {
     "alpine-minivm": {"root": 4.5, "kernel": 14.0, "initrd": 2.49, "modules": 25.4},
     "debian-minivm": {"root": 40.8, "kernel": 14.0, "initrd": 2.49, "modules": 25.4},
 }
-LOOKALIKE = """\
-FROM minivm-test/busybox:latest
-COPY etc /etc/
-ENTRYPOINT ["/etc/init.sh"]
-"""
 
 
 def bundles(out: Path, reporter: Reporter) -> dict[str, appliance.Bundle]:
     """Build (or reuse) both images under ``out`` and write their bundles."""
     kit = kernel.current() or kernel.build(reporter=reporter)
-    context = out / "ctx" / "alpine-minivm"
-    if not (context / "Dockerfile").is_file():
-        shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc",
-                        symlinks=True)
-        (context / "Dockerfile").write_text(LOOKALIKE)
+    context = alpine_lookalike(out / "ctx")
     result = {}
     for name, source in (("alpine-minivm", str(context)), ("debian-minivm", "debian-minivm")):
         built = build.build(source, reporter=reporter, output_dir=out / "build")

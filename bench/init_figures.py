@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
+from imagefactory import alpine_lookalike  # noqa: E402
 from initvm import boot, build_disk, current_kit, powerdown, writable_copy, write_context  # noqa: E402
 from kernel_boot import REPORT, floor_initrd  # noqa: E402
 from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
@@ -49,14 +49,7 @@ WRAP = """\
 
 def image_disks(work: Path) -> dict[str, Path]:
     """Root disks of the two shipped images, wrapped to report the uptime at main start."""
-    lookalike = write_context(work / "alpine-lookalike", {"Dockerfile": """\
-        FROM minivm-test/busybox
-        RUN mkdir -p /var /root /etc/network/if-pre-up.d /etc/network/if-up.d \\
-            /etc/network/if-down.d /etc/network/if-post-down.d && ln -s /run /var/run
-        COPY etc /etc/
-        ENTRYPOINT ["/etc/init.sh"]
-    """})
-    shutil.copytree(images_dir() / "alpine-minivm" / "etc", lookalike / "etc", symlinks=True)
+    lookalike = alpine_lookalike(work / "lookalike")
     disks = {}
     for name, ctx in (("alpine-minivm*", lookalike), ("debian-minivm", images_dir() /
                                                         "debian-minivm")):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,20 +11,16 @@ from minivm import appliance, build, kernel
 from minivm.ui import QUIET
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from imagefactory import alpine_lookalike  # noqa: E402
+
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
-LOOKALIKE = """\
-FROM minivm-test/busybox:latest
-COPY etc /etc/
-ENTRYPOINT ["/etc/init.sh"]
-"""
 
 
 def lookalike_bundle(work: Path) -> Path:
     """alpine-minivm's look-alike (busybox userland) as a bundle under ``work``."""
     kit = kernel.current() or kernel.build(reporter=QUIET)
-    context = work / "ctx" / "alpine-minivm"
-    shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc", symlinks=True)
-    (context / "Dockerfile").write_text(LOOKALIKE)
+    context = alpine_lookalike(work / "ctx")
     result = build.build(str(context), reporter=QUIET, output_dir=work / "build")
     return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
                                   kit=kit).path

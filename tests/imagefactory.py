@@ -6,9 +6,12 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from minivm.paths import images_dir
 
 LONG_DIR = "/".join(["d" * 60] * 4)  # a 243-character path: beyond ustar's 100
 UNICODE_NAME = "café-日本"
@@ -45,6 +48,27 @@ def rich_context(folder: Path) -> Path:
     (folder / "hello.txt").write_text("hello from COPY\n")
     (folder / "hosts").write_text(IMAGE_HOSTS)
     return folder
+
+
+ALPINE_LOOKALIKE = """\
+# alpine-minivm's look-alike: its etc/ on a busybox userland (Alpine's mirror is unreachable
+# here); the folders are those Alpine's ifupdown expects.
+FROM minivm-test/busybox:latest
+RUN mkdir -p /var /root /etc/network/if-pre-up.d /etc/network/if-up.d \\
+    /etc/network/if-down.d /etc/network/if-post-down.d && ln -s /run /var/run
+COPY etc /etc/
+ENTRYPOINT ["/etc/init.sh"]
+"""
+
+
+def alpine_lookalike(parent: Path) -> Path:
+    """A build context ``parent/alpine-minivm`` (named as the shipped image, so that its
+    metadata applies): images/alpine-minivm's etc/ on the busybox base."""
+    context = parent / "alpine-minivm"
+    if not (context / "Dockerfile").is_file():
+        shutil.copytree(images_dir() / "alpine-minivm" / "etc", context / "etc", symlinks=True)
+        (context / "Dockerfile").write_text(ALPINE_LOOKALIKE)
+    return context
 
 
 def save_image(api, ref: str, target: Path) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import gns3_env
 import pytest
+from imagefactory import alpine_lookalike
 from vm import VM
 
 from minivm import appliance, build, gns3a, kernel, qemu
@@ -312,21 +313,13 @@ def test_json_output(project: Path) -> None:
 
 # --- the shipped images, built for real ---------------------------------------------------------
 
-LOOKALIKE_DOCKERFILE = """\
-# alpine-minivm's look-alike: busybox userland instead of Alpine (no Alpine mirror here).
-FROM minivm-test/busybox:latest
-COPY etc /etc/
-ENTRYPOINT ["/etc/init.sh"]
-"""
 
 
 @pytest.fixture(scope="session")
 def shipped_bundles(tmp_path_factory: pytest.TempPathFactory, kit: kernel.Kit) -> dict:
     """Bundles of alpine-minivm's look-alike and debian-minivm, built for real."""
     out = tmp_path_factory.mktemp("shipped")
-    context = out / "ctx" / "alpine-minivm"  # named as the shipped one: its metadata applies
-    shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc", symlinks=True)
-    (context / "Dockerfile").write_text(LOOKALIKE_DOCKERFILE)
+    context = alpine_lookalike(out / "ctx")
     bundles = {}
     for name, source in (("alpine-minivm", str(context)), ("debian-minivm", "debian-minivm")):
         result = build.build(source, reporter=QUIET, output_dir=out / "build")

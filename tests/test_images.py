@@ -4,13 +4,13 @@ through a look-alike with the same etc/ on a busybox base."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
+import imagefactory
 import pytest
 import yaml
-from initvm import boot, build_disk, fsck, powerdown, writable_copy, write_context
+from initvm import boot, build_disk, fsck, powerdown, writable_copy
 
 from minivm.paths import images_dir
 
@@ -27,15 +27,7 @@ def out(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def alpine_lookalike(out) -> Path:
     """images/alpine-minivm's etc/ on the busybox base (what its Dockerfile does, minus apk)."""
-    ctx = write_context(out / "alpine-minivm", {"Dockerfile": """\
-        FROM minivm-test/busybox
-        RUN mkdir -p /var /root /etc/network/if-pre-up.d /etc/network/if-up.d \\
-            /etc/network/if-down.d /etc/network/if-post-down.d && ln -s /run /var/run
-        COPY etc /etc/
-        ENTRYPOINT ["/etc/init.sh"]
-    """})
-    shutil.copytree(images_dir() / "alpine-minivm" / "etc", ctx / "etc", symlinks=True)
-    return ctx
+    return imagefactory.alpine_lookalike(out)
 
 
 def docker_build(ctx: Path, tag: str) -> None:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from imagefactory import alpine_lookalike
 
 from minivm import appliance, build, console, kernel, lab
 from minivm.ui import QUIET
@@ -26,11 +27,6 @@ from minivm.ui import QUIET
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
-LOOKALIKE = """\
-FROM minivm-test/busybox:latest
-COPY etc /etc/
-ENTRYPOINT ["/etc/init.sh"]
-"""
 
 pytestmark = [pytest.mark.engine, pytest.mark.boot]
 
@@ -40,9 +36,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """alpine-minivm's look-alike as a .gns3a bundle (built once per session)."""
     kit = kernel.current() or kernel.build(reporter=QUIET)
     out = tmp_path_factory.mktemp("labapp")
-    context = out / "ctx" / "alpine-minivm"
-    shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc", symlinks=True)
-    (context / "Dockerfile").write_text(LOOKALIKE)
+    context = alpine_lookalike(out / "ctx")
     result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
     return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
                                   kit=kit).path
