@@ -41,6 +41,6 @@ def build(
             "appliance": bundle.to_json() if bundle else None,
             "name": result.name, "image_id": result.image_id, "cached": result.cached,
             "backend": result.backend, "outputs": record["outputs"],
-            "seconds": report.seconds if not result.cached else {**report.seconds},
-            "built_seconds": record.get("seconds", {}),
+            "seconds": dict(report.seconds),  # this run's stages
+            "built_seconds": record.get("seconds", {}),  # the stages of the build that made it
         })
