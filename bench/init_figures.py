@@ -30,7 +30,15 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from imagefactory import alpine_lookalike  # noqa: E402
-from initvm import boot, build_disk, current_kit, powerdown, writable_copy, write_context  # noqa: E402
+from initvm import (  # noqa: E402
+    BASE_APPEND,
+    boot,
+    build_disk,
+    current_kit,
+    powerdown,
+    writable_copy,
+    write_context,
+)
 from kernel_boot import REPORT, floor_initrd  # noqa: E402
 from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
 
@@ -60,6 +68,14 @@ def image_disks(work: Path) -> dict[str, Path]:
                                 {"Dockerfile": WRAP.format(base=tag)})
         disks[name] = writable_copy(build_disk(wrapped, work / "out").qcow2, work / "run")
     return disks
+
+
+def nic_devices() -> list[str]:
+    """The one user-network adapter the images boot with, attached as initvm.boot does."""
+    return ["-device", "i82801b11-bridge,id=dmi", "-device",
+            "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off",
+            "-device", "virtio-net-pci,netdev=n0,bus=br1,addr=0x0,mac=52:54:00:12:34:50",
+            "-netdev", "user,id=n0"]
 
 
 def uptime_to(argv: list[str], marker: str) -> float:
@@ -104,14 +120,16 @@ def main() -> None:
     power: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_initrd(work / "floor.img"),
-                               append="console=ttyS0 quiet")
         root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n")
         disks = [Disk(root, "scsi", "raw", snapshot=True)]
         if kit.modules:
             disks.append(Disk(kit.modules, "scsi", snapshot=True))
-        kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, disks=disks,
-                             append="console=ttyS0 quiet root=LABEL=minivm-root rw")
+        # The floor and the kit alone run on the same machine as the images (same disks, the
+        # same NIC behind the same PCI bridges, same kernel arguments): only the initramfs and
+        # what runs on the root differ.
+        same = {"disks": disks, "append": BASE_APPEND, "extra": nic_devices()}
+        floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_initrd(work / "floor.img"), **same)
+        kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, **same)
         images = image_disks(work)
         for i in range(args.runs):
             results.setdefault("floor", []).append(uptime_to(floor_argv, "UPTIME-AT-INIT"))

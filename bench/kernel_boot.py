@@ -1,7 +1,7 @@
 """Boot time of the kernel kit vs. the floor, under TCG on -M pc, side by side.
 
 floor: the kit's kernel with an initramfs holding only a static busybox whose /init reports
-       the uptime and powers off at once;
+       the uptime and powers off at once (same kernel arguments and devices as the kit run);
 kit:   the kit's kernel and initramfs, root disk (busybox, ext4 labelled minivm-root) and the
        module disk on virtio-scsi as GNS3 attaches them, `rw quiet`; the root's /sbin/init
        reports the uptime and powers off.
@@ -59,13 +59,14 @@ def main() -> None:
         floor_img = floor_initrd(Path(tmp) / "floor.img")
         root = busybox_root_disk(Path(tmp) / "root.img",
                                  init="#!/bin/sh\n" + REPORT + "poweroff -f\n")
-        append = "console=ttyS0 quiet"
-        floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_img, append=append)
+        # Both get the same kernel arguments and the same devices (disks included): only the
+        # initramfs differs.
+        append = "console=ttyS0 quiet root=LABEL=minivm-root rw"
         disks = [Disk(root, args.interface, "raw", snapshot=True)]
         if kit.modules:
             disks.append(Disk(kit.modules, args.interface, snapshot=True))
-        kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd,
-                             append=f"{append} root=LABEL=minivm-root rw", disks=disks)
+        floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_img, append=append, disks=disks)
+        kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, append=append, disks=disks)
         results: dict[str, list[tuple[float, float]]] = {"floor": [], "kit": []}
         for i in range(args.runs):
             results["floor"].append(boot(floor_argv))
