@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/build_figures.py [--runs 3]
 
-On one ~200 MB Debian image (debian:bookworm-slim + python3, built here):
+On one ~200 MB Debian image (debian:bookworm-slim + python3, perl, git, built here):
   * minivm build (engine path, --force) vs. the floor: export + tar -x + mke2fs -d + qemu-img -c
   * minivm build vs. virt-make-fs --format=qcow2 on the same exported tar
   * QCOW2 size vs. `docker save IMAGE | gzip -6`
@@ -28,7 +28,7 @@ from minivm import engine  # noqa: E402
 from minivm.ui import Reporter  # noqa: E402
 
 DOCKERFILE = """FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends python3 \\
+RUN apt-get update && apt-get install -y --no-install-recommends python3 perl git \\
  && rm -rf /var/lib/apt/lists/*
 """
 MINIVM = [sys.executable, "-m", "minivm"]
