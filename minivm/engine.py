@@ -30,8 +30,10 @@ LOG_TAIL_LINES = 8
 
 # Files the engine puts in every container (its "init layer"), not the image's own content.
 # When they are empty (the image had none), they are dropped from an export so that the
-# engine path and the daemonless path give the same tree.
+# engine path and the daemonless path give the same tree (see is_container_artifact).
 ENGINE_ARTIFACTS = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"}
+ENGINE_FOLDERS = {"dev/pts", "dev/shm"}
+ENGINE_MTAB = ("etc/mtab", "/proc/mounts")
 # Of those, the files whose image version the init layer hides: an export always shows them
 # empty, so their real content is read from the image's layers (see image_files).
 SHADOWED = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
@@ -84,6 +86,16 @@ def _epoch(created: str | None) -> int:
     if not match:
         return 0
     return int(datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC).timestamp())
+
+
+def is_container_artifact(info: tarfile.TarInfo) -> bool:
+    """Whether an exported entry (name relative, no ``./``) is one the engine adds to every
+    container rather than one of the image's own."""
+    if info.name in ENGINE_FOLDERS:
+        return info.isdir()
+    if info.name == ENGINE_MTAB[0]:
+        return info.issym() and info.linkname == ENGINE_MTAB[1]
+    return info.name in ENGINE_ARTIFACTS and info.isreg() and info.size == 0
 
 
 def connect() -> APIClient:
@@ -200,6 +212,11 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
+def _stream(chunks: Any, on_bytes: Callable[[int], None] = lambda n: None) -> BinaryIO:
+    """A buffered binary stream over the byte chunks an API call yields."""
+    return io.BufferedReader(_ChunkReader(iter(chunks), on_bytes), buffer_size=1 << 20)
+
+
 @contextmanager
 def exported_filesystem(
     client: APIClient, image_id: str, *, on_bytes: Callable[[int], None] = lambda n: None
@@ -215,8 +232,7 @@ def exported_filesystem(
             f"cannot create a container of {image_id}: {e.explanation or e}"
         ) from None
     try:
-        chunks = client.export(container, chunk_size=1 << 20)
-        yield io.BufferedReader(_ChunkReader(iter(chunks), on_bytes), buffer_size=1 << 20)
+        yield _stream(client.export(container, chunk_size=1 << 20), on_bytes)
     finally:
         with suppress(docker.errors.APIError):
             client.remove_container(container, force=True, v=True)
@@ -231,8 +247,7 @@ def image_files(client: APIClient, image_id: str,
     wanted = set(names)
     whiteouts = {posixpath.join(posixpath.dirname(n), ".wh." + posixpath.basename(n)): n
                  for n in names}
-    stream = io.BufferedReader(_ChunkReader(iter(client.get_image(image_id, chunk_size=1 << 20)),
-                                            lambda n: None), buffer_size=1 << 20)
+    stream = _stream(client.get_image(image_id, chunk_size=1 << 20))
     with tarfile.open(fileobj=stream, mode="r|") as outer:
         for member in outer:
             data = outer.extractfile(member) if member.isreg() else None

@@ -73,15 +73,13 @@ def _extract(stream: object, dest: Path) -> None:
             name = info.name.removeprefix("./").strip("/")
             if not name or name.split("/")[0] in SKIP_TOP:
                 continue
-            if name in engine.ENGINE_ARTIFACTS and info.isreg() and info.size == 0:
-                continue
-            if name == "etc/mtab" and info.issym():
+            info.name = name
+            if engine.is_container_artifact(info):
                 continue
             if not (info.isdir() or info.isreg() or info.issym()):
                 continue
             if ".." in name.split("/"):
                 raise MinivmError(f"the init build holds a path outside its tree: {name}")
-            info.name = name
             tar.extract(info, dest, set_attrs=True)
     for path in sorted(dest.rglob("*"), reverse=True):  # folders the artifacts left empty
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):

@@ -16,15 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minivm.engine import ENGINE_ARTIFACTS, SHADOWED, ImageConfig
+from minivm.engine import SHADOWED, ImageConfig, is_container_artifact
 from minivm.tarstream import Entry, SymlinkGuard
 
 MINIVM_DIR = ".minivm"
 # Folders the init mounts on or writes to: created when an image lacks them (FROM scratch).
 STANDARD_DIRS = {"dev": 0o755, "proc": 0o755, "sys": 0o755, "tmp": 0o1777, "run": 0o755,
                  "etc": 0o755}
-# Folders the engine makes in every container; the init mounts over /dev anyway.
-ENGINE_FOLDERS = {"dev/pts", "dev/shm"}
 MTAB = ("etc/mtab", "../proc/self/mounts")
 
 
@@ -83,7 +81,7 @@ def compose(
     for info, data in entries:
         if not info.name or info.name == MINIVM_DIR or info.name.startswith(MINIVM_DIR + "/"):
             continue
-        if from_engine and (_engine_artifact(info) or info.name in SHADOWED):
+        if from_engine and (is_container_artifact(info) or info.name in SHADOWED):
             continue
         guard.check(info)
         info.mtime = min(info.mtime, stamp)
@@ -111,15 +109,6 @@ def compose(
         seen.add(info.name)
         yield info, data
     stats.mtimes[""] = stamp
-
-
-def _engine_artifact(info: tarfile.TarInfo) -> bool:
-    """An empty file the engine adds to every container (the image did not have it)."""
-    if info.name in ENGINE_FOLDERS:
-        return info.isdir()
-    if info.name == MTAB[0]:
-        return info.issym() and info.linkname == "/proc/mounts"
-    return info.name in ENGINE_ARTIFACTS and info.isreg() and info.size == 0
 
 
 def _record(stats: RootfsStats, info: tarfile.TarInfo, *, update_newest: bool = True) -> None:
