@@ -270,10 +270,11 @@ NET_SERVER = """\
 NET_CLIENT = """\
     #!/bin/sh
     # Wait for an IPv4 address on eth0 (static: at once; DHCP: a lease), then ping the server.
+    # Up to 90 s: when its first DISCOVERs go unanswered, udhcpc pauses 20 s before retrying.
     i=0
     until addr=$(ip -4 addr show dev eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p') \
           && [ -n "$addr" ]; do
-        i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+        i=$((i + 1)); [ $i -gt 900 ] && break; sleep 0.1
     done
     echo "CLIENT addr=$addr dns=$(grep -m1 nameserver /etc/resolv.conf)"
     if ping -c 2 -W 3 "$1" >/dev/null || ping -c 3 -W 5 "$1"; then echo "PING OK"; \
