@@ -52,10 +52,10 @@ def writable_copy(qcow2: Path, folder: Path) -> Path:
 
 def boot(kit: kernel.Kit, root: Path, *, append: str = "", snapshot: bool = False,
          qmp: Path | None = None, nics: list[str] | None = None, log: Path | None = None,
-         interface: str = "scsi") -> VM:
+         interface: str = "scsi", extra: list[str] | None = None) -> VM:
     """Start a VM from ``root`` with the kit; ``nics`` are QEMU -netdev specs (one adapter
-    each, virtio-net behind a PCI bridge as GNS3 attaches them)."""
-    extra: list[str] = []
+    each, virtio-net behind a PCI bridge as GNS3 attaches them); ``extra``: more arguments."""
+    extra = list(extra or [])
     if qmp:
         extra += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     if nics:

@@ -196,6 +196,31 @@ def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
 
 
 @pytest.mark.boot
+def test_init_loads_what_the_initramfs_left(kit, sleeper_disks, tmp_path):
+    """While the main process starts, the init scans every SCSI target (a disk at target 5)
+    and loads the drivers of devices that have none (the IDE controller, from the module
+    disk); the network driver was loaded before (the main process found eth0)."""
+    extra = tmp_path / "extra.img"
+    with extra.open("wb") as f:
+        f.truncate(4 << 20)
+    args = ["-drive", f"file={extra},format=raw,if=none,id=extra,snapshot=on",
+            "-device", "scsi-hd,drive=extra,scsi-id=5"]
+    with boot(kit, sleeper_disks["plain"], snapshot=True, nics=["user"], extra=args) as vm:
+        vm.expect(both("READY", "# "), timeout=90)
+        vm.sendline("for i in $(seq 100); do [ -d /sys/module/ata_piix ] && "
+                    "ls /sys/class/scsi_device/*:0:5:0/device/block >/dev/null 2>&1 && break; "
+                    "sleep 0.2; done; echo \"LATE $(cat /sys/class/scsi_device/*:0:5:0/device/"
+                    "block/*/size) $(cut -d' ' -f1 /proc/modules | grep -c '^ata_piix$') "
+                    "$(ls /sys/class/net | tr '\\n' ' ')\"")
+        vm.expect(r"LATE (\d+) (\d) ([^\n]*)\n", timeout=60)
+        vm.sendline("poweroff")
+        assert vm.wait_exit(timeout=30) == 0
+    late = re.search(r"LATE (\d+) (\d) ([^\n]*)", vm.output)
+    assert late and late.group(1) == "8192" and late.group(2) == "1"
+    assert "eth0" in late.group(3)
+
+
+@pytest.mark.boot
 def test_signals_are_forwarded_to_the_main_process(kit, out):
     ctx = write_context(out / "ctx" / "trapper", {"Dockerfile": """\
         FROM minivm-test/busybox

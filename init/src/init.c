@@ -209,6 +209,7 @@ int main(int argc, char **argv, char **envp)
 		start(&shell_svc);
 
 	trace("main process started");
+	hardware_later();
 	int sfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
 	struct pollfd pfd[9] = {{.fd = sfd, .events = POLLIN}};
 	int fds[8], nb = power_fds(fds, 8);

@@ -79,6 +79,7 @@ void unmount_all(void);
 /* modules.c */
 int load_module(const char *name);
 void coldplug_network(void);
+void hardware_later(void);
 
 /* network.c */
 void network_up(const char *hostname);

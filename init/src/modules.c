@@ -1,4 +1,5 @@
-/* Kernel modules: a tiny modprobe (modules.dep order) and coldplug of network adapters. */
+/* Kernel modules and devices: a tiny modprobe (modules.dep order), coldplug of network adapters,
+ * the late SCSI scan. */
 #include "minivm.h"
 
 #include <dirent.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -100,19 +103,22 @@ int load_module(const char *name)
 	return -1; /* built in, or not shipped */
 }
 
-/* Load the driver of every network adapter that has none yet, from modules.alias. */
-static void load_for_alias(const char *alias, char *aliases)
+/* Load the first module whose modules.alias pattern matches ALIAS (ALIASES: the file, kept). */
+static void load_for_alias(const char *alias, const char *aliases)
 {
-	for (char *save = NULL, *l = strtok_r(aliases, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-		char pat[512], mod[128];
-		if (sscanf(l, "alias %511s %127s", pat, mod) == 2 && fnmatch(pat, alias, 0) == 0) {
+	for (const char *l = aliases; *l; l = *strchrnul(l, '\n') ? strchrnul(l, '\n') + 1 : "") {
+		char line[700], pat[512], mod[128];
+		snprintf(line, sizeof(line), "%.*s", (int)(strchrnul(l, '\n') - l), l);
+		if (sscanf(line, "alias %511s %127s", pat, mod) == 2 && fnmatch(pat, alias, 0) == 0) {
 			load_module(mod);
 			return;
 		}
 	}
 }
 
-static void coldplug_bus(const char *bus, bool (*wanted)(const char *dev, const char *alias))
+/* Load the driver of every device on BUS that has none yet and that WANTED accepts. */
+static void coldplug_bus(const char *bus, bool (*wanted)(const char *dev, const char *alias),
+			 char **aliases)
 {
 	char dir[300];
 	snprintf(dir, sizeof(dir), "/sys/bus/%s/devices", bus);
@@ -132,13 +138,14 @@ static void coldplug_bus(const char *bus, bool (*wanted)(const char *dev, const 
 			continue;
 		alias[strcspn(alias, "\n")] = 0;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (wanted(path, alias)) {
-			char apath[400];
-			snprintf(apath, sizeof(apath), "%s/modules.alias", module_dir());
-			char *aliases = read_file(apath, NULL);
-			if (aliases)
-				load_for_alias(alias, aliases);
-			free(aliases);
+		if (*alias && wanted(path, alias)) {
+			if (!*aliases) {
+				char apath[400];
+				snprintf(apath, sizeof(apath), "%s/modules.alias", module_dir());
+				*aliases = read_file(apath, NULL);
+			}
+			if (*aliases)
+				load_for_alias(alias, *aliases);
 		}
 		free(alias);
 	}
@@ -162,8 +169,75 @@ static bool virtio_network(const char *dev, const char *alias)
 	return strncmp(alias, "virtio:d00000001v", 17) == 0;
 }
 
+/* Load the driver of every network adapter that has none yet (the initramfs loads the virtio
+ * one; others come from the module disk). */
 void coldplug_network(void)
 {
-	coldplug_bus("pci", pci_network);
-	coldplug_bus("virtio", virtio_network);
+	char *aliases = NULL;
+	coldplug_bus("pci", pci_network, &aliases);
+	coldplug_bus("virtio", virtio_network, &aliases);
+	free(aliases);
+}
+
+static bool any_device(const char *dev, const char *alias)
+{
+	(void)dev, (void)alias;
+	return true;
+}
+
+/* Load the driver of every device on every bus that has none yet. */
+static void coldplug_all(void)
+{
+	char *aliases = NULL;
+	DIR *d = opendir("/sys/bus");
+	for (struct dirent *e; d && (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			coldplug_bus(e->d_name, any_device, &aliases);
+	if (d)
+		closedir(d);
+	free(aliases);
+}
+
+/* Scan every target of the virtio-scsi controllers: the initramfs scanned only targets 0-3 of
+ * each (GNS3 attaches its disks at target 0; kernel/init). Other controllers were scanned in full
+ * when they appeared (and a scan of libata's resets its ports). */
+static void scan_scsi(void)
+{
+	DIR *d = opendir("/sys/class/scsi_host");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300];
+		snprintf(path, sizeof(path), "/sys/class/scsi_host/%s/proc_name", e->d_name);
+		char *driver = read_file(path, NULL);
+		bool virtio = driver && strncmp(driver, "virtio_scsi", 11) == 0;
+		free(driver);
+		if (!virtio)
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/scsi_host/%s/scan", e->d_name);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (write(fd, "- - -", 5) < 0)
+			trace("a SCSI scan failed");
+		close(fd);
+	}
+	if (d)
+		closedir(d);
+}
+
+/* What the initramfs leaves for later (kernel/init), done in a child at the lowest priority
+ * while the main process starts: the rest of the SCSI buses, then the drivers of every device
+ * that has none (from the module disk), as udev's coldplug would. */
+void hardware_later(void)
+{
+	if (fork() != 0) /* the parent goes on; without a child, the hardware stays as it is */
+		return;
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	setpriority(PRIO_PROCESS, 0, 19);
+	scan_scsi();
+	coldplug_all();
+	_exit(0);
 }
