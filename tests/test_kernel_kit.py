@@ -174,6 +174,56 @@ def test_boot_reaches_root_init(kit, root_disk, interface, device):
     assert "minivm:" not in out  # quiet: no chatter when all is well
 
 
+def _extra_disk(disks: Path) -> list[str]:
+    """A 4 MiB disk at SCSI target 5 of the first controller (GNS3 uses target 0 only)."""
+    image = disks / "extra.img"
+    with image.open("wb") as f:
+        f.truncate(4 << 20)
+    return ["-drive", f"file={image},format=raw,if=none,id=extra,snapshot=on",
+            "-device", "scsi-hd,drive=extra,scsi-id=5"]
+
+
+TARGET_5 = "cat /sys/class/scsi_device/*:0:5:0/device/block/*/size 2>/dev/null"
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("init_path", ["sbin/init", ".minivm/init"])
+def test_what_the_initramfs_leaves_to_the_minivm_init(kit, disks, init_path):
+    """For the MiniVM init (it loads the rest itself, from the module disk, and scans every
+    SCSI target while the main process starts) the initramfs loads only what reaches the root,
+    scans targets 0-3 only, and leaves the IDE and network drivers alone; any other init gets
+    it all before it starts."""
+    script = ROOT_INIT.replace("echo ROOT-DONE", f'echo "TARGET5 <$({TARGET_5})>"\necho ROOT-DONE')
+    root = busybox_root_disk(disks / f"root-{init_path.replace('/', '-')}.img", init=script,
+                             init_path=init_path)
+    nic = ["-device", "virtio-net-pci,netdev=n0", "-netdev", "user,id=n0"]
+    with boot(kit, root, "root=LABEL=minivm-root rw quiet",
+              extra=_extra_disk(disks) + nic) as vm:
+        vm.expect("ROOT-DONE", BOOT_TIMEOUT)
+        out = finish(vm)
+    loaded = set(re.search(r"LOADED (.*)", out).group(1).split())
+    left = {"ata_piix", "virtio_net", "button"}
+    assert "virtio_scsi" in loaded and "sd_mod" in loaded
+    if init_path == ".minivm/init":
+        assert not left & loaded
+        assert "TARGET5 <>" in out
+    else:
+        assert left <= loaded
+        assert "TARGET5 <8192>" in out  # the full scan found it
+    assert re.search(r"MOUNT /dev/sd[a-z] /lib/modules ext4 ro", out)
+
+
+@pytest.mark.boot
+def test_ide_root_with_the_minivm_init(kit, disks):
+    """A root on IDE: its drivers are among those left to the MiniVM init, and are loaded
+    as soon as the root is not found without them."""
+    root = busybox_root_disk(disks / "root-ide.img", init=ROOT_INIT, init_path=".minivm/init")
+    with boot(kit, root, "root=LABEL=minivm-root rw quiet", interface="ide") as vm:
+        vm.expect("ROOT-DONE", BOOT_TIMEOUT)
+        out = finish(vm)
+    assert "MOUNT /dev/sda / ext4 rw" in out and "ata_piix" in out
+
+
 @pytest.mark.boot
 def test_single_gives_shell_before_root_then_resumes(kit, root_disk):
     with boot(kit, root_disk, "root=/dev/sda rw single") as vm:
