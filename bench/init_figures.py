@@ -40,7 +40,7 @@ from initvm import (  # noqa: E402
     writable_copy,
     write_context,
 )
-from kernel_boot import REPORT, floor_initrd  # noqa: E402
+from kernel_boot import REPORT, floor_initrd, nic_devices  # noqa: E402
 from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
 
 from minivm import inject  # noqa: E402
@@ -71,18 +71,10 @@ def image_disks(work: Path) -> dict[str, Path]:
     return disks
 
 
-def nic_devices() -> list[str]:
-    """The one user-network adapter the images boot with, attached as initvm.boot does."""
-    return ["-device", "i82801b11-bridge,id=dmi", "-device",
-            "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off",
-            "-device", "virtio-net-pci,netdev=n0,bus=br1,addr=0x0,mac=52:54:00:12:34:50",
-            "-netdev", "user,id=n0"]
-
-
 def uptime_to(argv: list[str], marker: str) -> tuple[float, float]:
     """(guest uptime at the marker, QEMU's wall time to it)."""
     with VM(argv) as vm:
-        match = vm.expect(marker + r" ([\d.]+)", timeout=180)
+        match = vm.expect(marker + r" ([\d.]+)\n", timeout=180)
         wall = vm.seconds
         vm.wait_exit(timeout=60)
     return float(match.group(1)), wall
@@ -92,7 +84,7 @@ def boot_and_stop(kit, disk: Path, work: Path) -> tuple[tuple[float, float], flo
     """((uptime, wall) at main start, seconds from the power button to QEMU's exit)."""
     qmp = work / "qmp.sock"
     with boot(kit, disk, qmp=qmp, nics=["user"]) as vm:
-        match = vm.expect(r"UPTIME-AT-MAIN ([\d.]+)", timeout=180)
+        match = vm.expect(r"UPTIME-AT-MAIN ([\d.]+)\n", timeout=180)
         wall = vm.seconds
         vm.expect(r"Welcome to", timeout=60)
         vm.expect(r"[#$] ", timeout=60)
@@ -124,7 +116,8 @@ def main() -> None:
     power: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n")
+        root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n",
+                                 init_path=".minivm/init")
         disks = [Disk(root, "scsi", "raw", snapshot=True)]
         if kit.modules:
             disks.append(Disk(kit.modules, "scsi", snapshot=True))

@@ -103,10 +103,14 @@ int load_module(const char *name)
 	return -1; /* built in, or not shipped */
 }
 
-/* Load the first module whose modules.alias pattern matches ALIAS (ALIASES: the file, kept). */
+/* Load the first module whose modules.alias pattern matches ALIAS (ALIASES: the file, kept).
+ * Only the lines of ALIAS's bus ("pci:", "virtio:", ...) are parsed: the file has ~15,000. */
 static void load_for_alias(const char *alias, const char *aliases)
 {
+	size_t bus = strcspn(alias, ":") + 1;
 	for (const char *l = aliases; *l; l = *strchrnul(l, '\n') ? strchrnul(l, '\n') + 1 : "") {
+		if (strncmp(l, "alias ", 6) != 0 || strncmp(l + 6, alias, bus) != 0)
+			continue;
 		char line[700], pat[512], mod[128];
 		snprintf(line, sizeof(line), "%.*s", (int)(strchrnul(l, '\n') - l), l);
 		if (sscanf(line, "alias %511s %127s", pat, mod) == 2 && fnmatch(pat, alias, 0) == 0) {
