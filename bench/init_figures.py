@@ -40,7 +40,7 @@ from initvm import (  # noqa: E402
     writable_copy,
     write_context,
 )
-from kernel_boot import REPORT, floor_initrd, nic_devices  # noqa: E402
+from kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices  # noqa: E402
 from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
 
 from minivm import inject  # noqa: E402
@@ -111,11 +111,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    kit = current_kit()
     results: dict[str, list[tuple[float, float]]] = {}
     power: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=memory_dir()) as tmp:
         work = Path(tmp)
+        kit = in_memory(current_kit(), work)
         root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n",
                                  init_path=".minivm/init")
         disks = [Disk(root, "scsi", "raw", snapshot=True)]
