@@ -47,7 +47,6 @@ class KitConfig:
     initramfs_modules: tuple[str, ...]
     boot_modules: tuple[str, ...]
     async_modules: tuple[str, ...] = ()
-    late_modules: tuple[str, ...] = ()
     blacklist: tuple[str, ...] = ()
     compression: str = "gzip"
     module_disk: bool = True
@@ -107,7 +106,6 @@ def load_config(folder: Path) -> KitConfig:
             initramfs_modules=tuple(map(str, data.get("initramfs_modules", []))),
             boot_modules=tuple(map(str, data.get("boot_modules", []))),
             async_modules=tuple(map(str, data.get("async_modules", []))),
-            late_modules=tuple(map(str, data.get("late_modules", []))),
             blacklist=tuple(map(str, data.get("blacklist", []))),
             compression=str(data.get("compression", "gzip")),
             module_disk=bool(data.get("module_disk", True)),
@@ -307,9 +305,9 @@ def write_initramfs(work: Path, kver: str, config: KitConfig, source: Path, outp
     tree.file("etc/modprobe.d/minivm.conf", "".join(
         [f"options {m} async_probe=1\n" for m in config.async_modules]
         + [f"blacklist {m}\n" for m in config.blacklist]).encode())
-    # Not loaded by coldplug until kernel/init removes this file (load_late).
-    tree.file("etc/modprobe.d/minivm-late.conf",
-              "".join(f"blacklist {m}\n" for m in config.late_modules).encode())
+    # Kept from coldplug until kernel/init empties this file (unblock_late).
+    tree.file("etc/modprobe.d/minivm-late.conf", "".join(
+        f"blacklist {m}\n" for m in config.async_modules if m not in config.boot_modules).encode())
     size = initramfs.write(tree, output, compression=config.compression, mtime=timestamp)
     reporter.info(f"  {len(selection.paths)} modules, {len(tree)} entries, "
                   f"{size / 1e6:.2f} MB ({config.compression})")

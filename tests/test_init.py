@@ -20,6 +20,7 @@ from initvm import (
     writable_copy,
     write_context,
 )
+from vm import scsi_disk_at, size_at_target
 
 from minivm import inject
 from minivm.ui import QUIET
@@ -200,17 +201,13 @@ def test_init_loads_what_the_initramfs_left(kit, sleeper_disks, tmp_path):
     """While the main process starts, the init scans every SCSI target (a disk at target 5)
     and loads the drivers of devices that have none (the IDE controller, from the module
     disk); the network driver was loaded before (the main process found eth0)."""
-    extra = tmp_path / "extra.img"
-    with extra.open("wb") as f:
-        f.truncate(4 << 20)
-    args = ["-drive", f"file={extra},format=raw,if=none,id=extra,snapshot=on",
-            "-device", "scsi-hd,drive=extra,scsi-id=5"]
+    args = scsi_disk_at(tmp_path / "extra.img", 5)
     with boot(kit, sleeper_disks["plain"], snapshot=True, nics=["user"], extra=args) as vm:
         vm.expect(both("READY", "# "), timeout=90)
         vm.sendline("for i in $(seq 100); do [ -d /sys/module/ata_piix ] && "
                     "ls /sys/class/scsi_device/*:0:5:0/device/block >/dev/null 2>&1 && break; "
-                    "sleep 0.2; done; echo \"LATE $(cat /sys/class/scsi_device/*:0:5:0/device/"
-                    "block/*/size) $(cut -d' ' -f1 /proc/modules | grep -c '^ata_piix$') "
+                    f"sleep 0.2; done; echo \"LATE $({size_at_target(5)}) "
+                    "$(cut -d' ' -f1 /proc/modules | grep -c '^ata_piix$') "
                     "$(ls /sys/class/net | tr '\\n' ' ')\"")
         vm.expect(r"LATE (\d+) (\d) ([^\n]*)\n", timeout=60)
         vm.sendline("poweroff")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from vm import VM, Disk, busybox_root_disk, qemu_argv
+from vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
 
 from minivm import initramfs, kernel
 from minivm.errors import MinivmError
@@ -57,6 +57,14 @@ def boot(kit: kernel.Kit, root: Path | None, append: str, *, interface: str = "s
         disks.append(Disk(kit.modules, interface, snapshot=True))
     return VM(qemu_argv(kernel=kit.kernel, initrd=kit.initrd,
                         append=f"console=ttyS0 {append}", disks=disks, extra=extra))
+
+
+def shell_answers(vm: VM, prompt: str = r"\(initramfs\) .*# ") -> None:
+    """The recovery shell is there and works; then power off."""
+    vm.expect(prompt, 30)
+    vm.sendline("echo ALIVE-$((2+3))")
+    vm.expect("ALIVE-5", 30)
+    vm.sendline("poweroff -f")
 
 
 def finish(vm: VM) -> str:
@@ -174,18 +182,6 @@ def test_boot_reaches_root_init(kit, root_disk, interface, device):
     assert "minivm:" not in out  # quiet: no chatter when all is well
 
 
-def _extra_disk(disks: Path) -> list[str]:
-    """A 4 MiB disk at SCSI target 5 of the first controller (GNS3 uses target 0 only)."""
-    image = disks / "extra.img"
-    with image.open("wb") as f:
-        f.truncate(4 << 20)
-    return ["-drive", f"file={image},format=raw,if=none,id=extra,snapshot=on",
-            "-device", "scsi-hd,drive=extra,scsi-id=5"]
-
-
-TARGET_5 = "cat /sys/class/scsi_device/*:0:5:0/device/block/*/size 2>/dev/null"
-
-
 @pytest.mark.boot
 @pytest.mark.parametrize("init_path", ["sbin/init", ".minivm/init"])
 def test_what_the_initramfs_leaves_to_the_minivm_init(kit, disks, init_path):
@@ -193,12 +189,13 @@ def test_what_the_initramfs_leaves_to_the_minivm_init(kit, disks, init_path):
     SCSI target while the main process starts) the initramfs loads only what reaches the root,
     scans targets 0-3 only, and leaves the IDE drivers alone; any other init gets it all
     before it starts."""
-    script = ROOT_INIT.replace("echo ROOT-DONE", f'echo "TARGET5 <$({TARGET_5})>"\necho ROOT-DONE')
+    script = ROOT_INIT.replace("echo ROOT-DONE",
+                               f'echo "TARGET5 <$({size_at_target(5)})>"\necho ROOT-DONE')
     root = busybox_root_disk(disks / f"root-{init_path.replace('/', '-')}.img", init=script,
                              init_path=init_path)
     nic = ["-device", "virtio-net-pci,netdev=n0", "-netdev", "user,id=n0"]
     with boot(kit, root, "root=LABEL=minivm-root rw quiet",
-              extra=_extra_disk(disks) + nic) as vm:
+              extra=scsi_disk_at(disks / "extra.img", 5) + nic) as vm:
         vm.expect("ROOT-DONE", BOOT_TIMEOUT)
         out = finish(vm)
     loaded = set(re.search(r"LOADED (.*)", out).group(1).split())
@@ -254,10 +251,7 @@ def test_init_sh_is_a_shell_on_the_root(kit, root_disk):
 def test_missing_root_gives_message_and_shell(kit):
     with boot(kit, None, "root=LABEL=nothere rootwait=3 rw") as vm:
         vm.expect(r"root device LABEL=nothere did not appear within 3 s", BOOT_TIMEOUT)
-        vm.expect(r"\(initramfs\) .*# ", 30)
-        vm.sendline("echo ALIVE-$((2+3))")
-        vm.expect("ALIVE-5", 30)
-        vm.sendline("poweroff -f")
+        shell_answers(vm)
         finish(vm)
 
 
@@ -272,10 +266,7 @@ def test_corrupt_root_gives_message_and_shell(kit, disks):
     _debugfs(bad, "clri <2>\nssv state 0\n")  # no root directory: e2fsck -p must give up
     with boot(kit, bad, "root=/dev/sda rw", snapshot=False) as vm:
         vm.expect(r"e2fsck cannot repair the filesystem on /dev/sda", BOOT_TIMEOUT)
-        vm.expect(r"\(initramfs\) .*# ", 30)
-        vm.sendline("echo ALIVE-$((3+4))")
-        vm.expect("ALIVE-7", 30)
-        vm.sendline("poweroff -f")
+        shell_answers(vm)
         finish(vm)
 
 

@@ -53,6 +53,20 @@ def disk_args(disks: list[Disk]) -> list[str]:
     return args
 
 
+def scsi_disk_at(path: Path, target: int, size_mb: int = 4) -> list[str]:
+    """QEMU arguments for a blank raw disk at ``target`` of the first SCSI controller (GNS3
+    puts its disks at target 0); in the guest its size is ``size_mb`` * 2048 sectors."""
+    with path.open("wb") as f:
+        f.truncate(size_mb << 20)
+    return ["-drive", f"file={path},format=raw,if=none,id=at{target},snapshot=on",
+            "-device", f"scsi-hd,drive=at{target},scsi-id={target}"]
+
+
+def size_at_target(target: int) -> str:
+    """A shell command printing the size in sectors of the disk at SCSI target ``target``."""
+    return f"cat /sys/class/scsi_device/*:0:{target}:0/device/block/*/size 2>/dev/null"
+
+
 def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0",
               disks: list[Disk] | None = None, machine: str = "pc", memory: int = 256,
               extra: list[str] | None = None) -> list[str]:
