@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import re
 import shutil
@@ -98,6 +99,8 @@ def test_initramfs_contents(kit: kernel.Kit):
                    f"lib/modules/{kver}/modules.dep", f"lib/modules/{kver}/modules.alias"):
         assert needed in entries, needed
     assert entries["init"].data == (kernel_dir() / "init").read_bytes()
+    e2fsck = lzma.decompress(entries["lib/minivm/e2fsck.xz"].data)
+    assert e2fsck.startswith(b"\x7fELF") and b"e2fsck" in e2fsck
     modules = {Path(p).name for p in entries if p.endswith(".ko")}
     assert {"virtio_blk.ko", "virtio_scsi.ko", "sd_mod.ko", "ata_piix.ko", "virtio_pci.ko",
             "button.ko", "evdev.ko"} <= modules
