@@ -24,6 +24,11 @@ MINIVM_DIR = ".minivm"
 STANDARD_DIRS = {"dev": 0o755, "proc": 0o755, "sys": 0o755, "tmp": 0o1777, "run": 0o755,
                  "etc": 0o755}
 MTAB = ("etc/mtab", "../proc/self/mounts")
+# What a shell on the console types to stop or restart the VM. The toolbox's (busybox) signal
+# PID 1; a login shell (getty) has no toolbox in its PATH, so images without their own (Debian
+# without systemd) get links to them in /usr/sbin.
+POWER_COMMANDS = ("poweroff", "reboot", "halt")
+COMMAND_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
 
 
 @dataclass
@@ -78,6 +83,7 @@ def compose(
     """
     guard = SymlinkGuard(where)
     seen: set[str] = set()
+    folders: set[str] = set()
     for info, data in entries:
         if not info.name or info.name == MINIVM_DIR or info.name.startswith(MINIVM_DIR + "/"):
             continue
@@ -87,6 +93,8 @@ def compose(
         info.mtime = min(info.mtime, stamp)
         _record(stats, info)
         seen.add(info.name)
+        if info.isdir():
+            folders.add(info.name)
         yield info, data
     extra: list[Entry] = []
     for info, data in (shadowed() if shadowed else {}).values():
@@ -98,6 +106,7 @@ def compose(
             extra.append((_dir(rel, mode, stamp), None))
     if injection is not None:
         extra += _tree(injection, seen, stamp)
+        extra += _power_links(seen, folders, stamp)
     if MTAB[0] not in seen:
         extra.append((_symlink(*MTAB, stamp), None))
     for rel, text in (("config", run_config(config, name=name)),
@@ -136,6 +145,15 @@ def _tree(root: Path, seen: set[str], stamp: int) -> Iterator[Entry]:
                 yield _dir(rel, mode, stamp), None
         else:
             yield _file(rel, path.read_bytes(), mode, stamp)
+
+
+def _power_links(seen: set[str], folders: set[str], stamp: int) -> Iterator[Entry]:
+    """``/usr/sbin/NAME`` -> the toolbox's, for each power command the image has nowhere."""
+    if "usr/sbin" not in folders:
+        return
+    for name in POWER_COMMANDS:
+        if not any(f"{folder}/{name}" in seen for folder in COMMAND_DIRS):
+            yield _symlink(f"usr/sbin/{name}", f"/{MINIVM_DIR}/bin/{name}", stamp), None
 
 
 def _header(rel: str, kind: bytes, mode: int, stamp: int) -> tarfile.TarInfo:

@@ -137,6 +137,23 @@ def test_oci_layouts_read_like_classic_archives(tmp_path, quiet):
     assert seen["classic"] == seen["oci-dir"] == seen["oci-tar"]
 
 
+def test_power_commands_are_linked_only_where_the_image_has_none(tmp_path, quiet):
+    """A login shell's PATH has no toolbox: /usr/sbin gets links to its power commands, except
+    for those the image has somewhere in a standard PATH folder."""
+    archive = classic_archive(tmp_path / "img.tar", [[
+        member("usr/", kind=tarfile.DIRTYPE, mode=0o755),
+        member("usr/sbin/", kind=tarfile.DIRTYPE, mode=0o755),
+        member("bin/", kind=tarfile.DIRTYPE, mode=0o755),
+        member("bin/poweroff", b"image's own", mode=0o755),
+    ]])
+    files, _ = listing(builder.build(str(archive), reporter=quiet,
+                                     output_dir=tmp_path / "out").qcow2)
+    assert "usr/sbin/poweroff" not in files and files["bin/poweroff"].kind == "file"
+    for name in ("reboot", "halt"):
+        assert files[f"usr/sbin/{name}"].target == f"/.minivm/bin/{name}"
+        assert files[f".minivm/bin/{name}"].kind == "symlink"  # the toolbox has it
+
+
 @pytest.mark.parametrize("bad, message", [
     (member("/etc/passwd", b"x"), "absolute path"),
     (member("../../escape", b"x"), "climbs out"),

@@ -218,6 +218,33 @@ def test_init_loads_what_the_initramfs_left(kit, sleeper_disks, tmp_path):
 
 
 @pytest.mark.boot
+def test_getty_console_login(kit, out):
+    """minivm.console=getty: the image's agetty on the serial console (the hostname is the
+    appliance's name); a login there gives a shell, and leaving it brings the prompt back."""
+    ctx = write_context(out / "ctx" / "getty", {"Dockerfile": """\
+        FROM debian:bookworm-slim
+        RUN echo root:minivm | chpasswd
+        CMD ["sh", "-c", "echo READY; exec sleep infinity"]
+    """})
+    with boot(kit, build_disk(ctx, out).qcow2, snapshot=True,
+              append="minivm.console=getty") as vm:
+        vm.expect(both("READY", "getty login: "), timeout=90)
+        vm.sendline("root")
+        vm.expect("Password: ", timeout=30)
+        vm.sendline("minivm")
+        vm.expect(r"# ", timeout=30)
+        vm.sendline("echo \"LOGGED-IN uid=$(id -u) tty=$(tty)\"; exit")
+        vm.expect(r"LOGGED-IN uid=0 tty=/dev/ttyS0", timeout=30)
+        vm.expect("getty login: ", timeout=30)  # respawned after the session ended
+        vm.sendline("root")
+        vm.expect("Password: ", timeout=30)
+        vm.sendline("minivm")
+        vm.expect(r"# ", timeout=30)
+        vm.sendline("poweroff")
+        assert vm.wait_exit(timeout=30) == 0
+
+
+@pytest.mark.boot
 def test_signals_are_forwarded_to_the_main_process(kit, out):
     ctx = write_context(out / "ctx" / "trapper", {"Dockerfile": """\
         FROM minivm-test/busybox
