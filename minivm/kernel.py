@@ -35,6 +35,10 @@ from minivm.tarstream import SymlinkGuard, read_entries
 from minivm.ui import Reporter
 
 MANIFEST = "manifest.json"
+# Kits kept in build/kernel after a new one is built: the new one and the most recent others
+# (going back to an earlier kernel/ is then a cache hit). Appliances hold their own links or
+# copies of the kit's files, so removing a kit breaks none of them.
+KEEP_KITS = 3
 KIT_PREFIX = "kit/"
 UUID_NAMESPACE = uuid.UUID("6f1d6a53-3a2e-4c52-9a0b-6b8d2b1f6d11")
 
@@ -201,6 +205,8 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
             atomic_write_bytes(tmp / MANIFEST, _dump(manifest))
     _point_current(output_root, folder)
     reporter.info(f"kernel kit {kver} written to {folder}")
+    if removed := prune(output_root, keep=KEEP_KITS):
+        reporter.info(f"  removed {len(removed)} older kit(s): {', '.join(removed)}")
     return Kit(folder, manifest, cached=False, seconds=reporter.seconds)
 
 
@@ -362,6 +368,21 @@ def _record(path: Path) -> dict[str, Any]:
 
 def _dump(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def prune(output_root: Path, *, keep: int) -> list[str]:
+    """Remove all but the ``keep`` most recently written kits (``current`` always stays);
+    return the names of the folders removed. Only folders holding a kit manifest go."""
+    current = (output_root / "current").resolve()
+    kits = [f for f in output_root.iterdir() if not f.is_symlink() and f.is_dir()
+            and not f.name.startswith(".") and (f / MANIFEST).is_file()]
+    kits.sort(key=lambda f: ((f / MANIFEST).stat().st_mtime, f.name), reverse=True)
+    removed = []
+    for folder in kits[keep:]:
+        if folder.resolve() != current:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def _load_manifest(folder: Path) -> dict[str, Any] | None:

@@ -139,6 +139,30 @@ def test_rebuild_is_byte_identical(kit: kernel.Kit, tmp_path: Path):
         assert again.manifest["files"][role]["md5"] == kit.manifest["files"][role]["md5"], role
 
 
+def test_old_kits_are_pruned(tmp_path: Path):
+    """After a build, only the newest kits stay; current, hidden work folders and anything
+    that is not a kit are left alone."""
+    def make_kit(name: str, mtime: int) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "vmlinuz").write_bytes(b"k")
+        (folder / kernel.MANIFEST).write_text("{}")
+        os.utime(folder / kernel.MANIFEST, (mtime, mtime))
+        return folder
+
+    for i in range(5):
+        make_kit(f"6.1-{i:012x}", 1_700_000_000 + i)
+    (tmp_path / "current").symlink_to("6.1-000000000000")  # the oldest, but current
+    (tmp_path / ".work-x").mkdir()
+    (tmp_path / "notes").mkdir()
+    removed = kernel.prune(tmp_path, keep=3)
+    assert sorted(removed) == ["6.1-000000000001"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".work-x", "6.1-000000000000", "6.1-000000000002", "6.1-000000000003",
+                    "6.1-000000000004", "current", "notes"]
+    assert kernel.prune(tmp_path, keep=3) == []
+
+
 def test_engine_unreachable(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(MinivmError, match="cannot reach the Docker engine"):
