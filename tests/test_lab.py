@@ -13,8 +13,11 @@ import re
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -165,6 +168,87 @@ def test_three_in_a_line_r2_routes(bundle: Path, tmp_path: Path) -> None:
         down = cli("lab", "down", path, "--clean")
     assert down.returncode == 0, down.stderr
     assert not (tmp_path / "lab.state").exists()
+
+
+def _checksum(data: bytes) -> int:
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class FakeHost:
+    """A host at the far end of a lab's external UDP link, emulated from its frames: answers
+    ARP for its address and ICMP echo (one Ethernet frame per datagram, as QEMU sends them)."""
+
+    MAC = bytes.fromhex("020000000a02")
+
+    def __init__(self, address: str) -> None:
+        self.ip = socket.inet_aton(address)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.frames = self.arp_replies = self.echo_replies = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                frame, peer = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            self.frames += 1
+            if reply := self._answer(frame):
+                self.sock.sendto(reply, peer)
+
+    def _answer(self, frame: bytes) -> bytes | None:
+        src, kind, body = frame[6:12], frame[12:14], frame[14:]
+        if kind == b"\x08\x06" and body[6:8] == b"\0\x01" and body[24:28] == self.ip:
+            self.arp_replies += 1
+            arp = body[:6] + b"\0\x02" + self.MAC + self.ip + body[8:18]  # to its sender
+            return (src + self.MAC + kind + arp).ljust(60, b"\0")
+        ihl = (body[0] & 0xF) * 4 if body else 0
+        if kind == b"\x08\x00" and body[9] == 1 and body[16:20] == self.ip \
+                and body[ihl] == 8:
+            self.echo_replies += 1
+            icmp = b"\0\0\0\0" + body[ihl + 4:]
+            icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+            header = body[:8] + b"\x40\x01\0\0" + body[16:20] + body[12:16] + body[20:ihl]
+            header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+            return src + self.MAC + kind + header + icmp
+        return None
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_external_udp_link_reaches_a_host_outside_the_lab(bundle: Path, tmp_path: Path) -> None:
+    """A link to `udp:HOST:RPORT:LPORT`: the node's frames reach whatever listens on RPORT,
+    and what is sent to LPORT reaches the node (here a host emulated in the test: ping)."""
+    host = FakeHost("10.0.9.2")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    path = write_lab(tmp_path, bundle, {"r1": ip("10.0.9.1/24")},
+                     [f"r1:eth0 -- udp:127.0.0.1:{host.port}:{local}"])
+    try:
+        up = cli("lab", "up", path, "--wait", READY)
+        assert up.returncode == 0, up.stderr
+        with session(path, "r1") as r1:
+            _, out = r1.run("ping -c 3 -W 5 10.0.9.2", 60)
+        seen = f"frames {host.frames}, ARP {host.arp_replies}, echo {host.echo_replies}"
+        assert re.search(r"3 packets transmitted, 3 packets received", out), out + seen
+        assert host.arp_replies >= 1 and host.echo_replies == 3
+    finally:
+        down = cli("lab", "down", path, "--clean")
+        host.close()
+    assert down.returncode == 0, down.stderr
 
 
 def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
