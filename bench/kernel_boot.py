@@ -65,21 +65,10 @@ exec switch_root /newroot /.minivm/init
 
 def bound_initrd(kit: kernel.Kit, path: Path) -> Path:
     """The kit's initramfs (busybox, modules) with BOUND_INIT as its /init."""
-    tree = initramfs.Tree()
-    for entry in initramfs.read_cpio(initramfs.decompress(kit.initrd.read_bytes())):
-        if entry.path == "init":
-            continue
-        perms = stat.S_IMODE(entry.mode)
-        if stat.S_ISDIR(entry.mode):
-            tree.dir(entry.path, perms)
-        elif stat.S_ISLNK(entry.mode):
-            tree.symlink(entry.path, entry.data.decode())
-        elif stat.S_ISREG(entry.mode):
-            tree.file(entry.path, entry.data, perms)
-        else:
-            tree.char_device(entry.path, *entry.rdev, mode=perms)
-    tree.file("init", BOUND_INIT.encode(), mode=0o755)
-    initramfs.write(tree, path)
+    entries = [e for e in initramfs.read_cpio(initramfs.decompress(kit.initrd.read_bytes()))
+               if e.path != "init"]
+    entries.append(initramfs.Entry("init", stat.S_IFREG | 0o755, BOUND_INIT.encode()))
+    path.write_bytes(initramfs.compress(initramfs.cpio_bytes(entries), "gzip"))
     return path
 
 

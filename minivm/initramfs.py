@@ -101,14 +101,20 @@ def compress(data: bytes, method: str) -> bytes:
     if method == "gzip":
         return gzip.compress(data, compresslevel=9, mtime=0)
     if method == "xz":
-        filters = [{"id": lzma.FILTER_X86},
-                   {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
-                    "dict_size": 1 << 22}]
-        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
-                             filters=filters)
+        return xz(data, dict_size=1 << 22, x86=True)
     if method == "none":
         return data
     raise ValueError(f"unknown initramfs compression {method!r} (one of {COMPRESSIONS})")
+
+
+def xz(data: bytes, *, dict_size: int, x86: bool) -> bytes:
+    """xz -9e with a CRC32 check (what the kernel's and busybox's unpackers check), the given
+    dictionary (what the unpacker must allocate) and, with ``x86``, the x86 BCJ filter (the
+    kernel's unpacker has it, busybox's unxz does not)."""
+    filters = [{"id": lzma.FILTER_X86}] if x86 else []
+    filters.append({"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
+                    "dict_size": dict_size})
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
 
 
 def write(tree: Tree, output: Path, *, compression: str = "gzip", mtime: int = 0) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import json
-import lzma
 import os
 import re
 import shutil
@@ -290,7 +289,10 @@ def write_initramfs(work: Path, kver: str, config: KitConfig, source: Path, outp
         if link.strip("/") != "bin/busybox":
             tree.symlink(link, "/bin/busybox")
     # Compressed apart (see kernel/e2fsck): inflating it cost every boot ~0.03 s under TCG.
-    tree.file("lib/minivm/e2fsck.xz", xz_small((work / "e2fsck").read_bytes()))
+    e2fsck = (work / "e2fsck").read_bytes()
+    # The dictionary no larger than e2fsck: xz -9's 64 MiB is more than a 96 MB VM can give.
+    tree.file("lib/minivm/e2fsck.xz", initramfs.xz(
+        e2fsck, dict_size=1 << max(12, (len(e2fsck) - 1).bit_length()), x86=False))
     tree.file("sbin/e2fsck", (source / "e2fsck").read_bytes(), mode=0o755)
     for alias in ("fsck.ext2", "fsck.ext3", "fsck.ext4"):
         tree.symlink(f"sbin/{alias}", "e2fsck")
@@ -325,15 +327,6 @@ def write_initramfs(work: Path, kver: str, config: KitConfig, source: Path, outp
     reporter.info(f"  {len(selection.paths)} modules, {len(tree)} entries, "
                   f"{size / 1e6:.2f} MB ({config.compression})")
     return selection
-
-
-def xz_small(data: bytes) -> bytes:
-    """``data`` as xz that a guest with little RAM can unpack: the dictionary no larger than
-    the data (xz -9 asks the unpacker for 64 MiB, more than a 96 MB VM can give), CRC32 (all
-    busybox's unxz checks)."""
-    dict_size = 1 << max(12, (len(data) - 1).bit_length())
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=[
-        {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size}])
 
 
 def module_disk_entries(modules_root: Path, kver: str, timestamp: int) -> Iterator[Any]:
