@@ -26,14 +26,15 @@ from bundle_sizes import bundles  # noqa: E402
 from test_appliance import hmp  # noqa: E402
 from vm import VM  # noqa: E402
 
-from minivm import gns3a, qemu  # noqa: E402
+from minivm.gns3 import reader  # noqa: E402
 from minivm.paths import build_dir  # noqa: E402
 from minivm.ui import Reporter  # noqa: E402
+from minivm.vm import qemu  # noqa: E402
 
 
 def boot_once(bundle: Path, ram: int) -> float | None:
     """Seconds to the main process, or None when the boot or the power-down failed."""
-    app = gns3a.load(bundle)
+    app = reader.load(bundle)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         disks = qemu.create_overlays(app, work)

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from minivm import engine  # noqa: E402
+from minivm.image import engine  # noqa: E402
 from minivm.ui import Reporter  # noqa: E402
 
 DOCKERFILE = """FROM debian:bookworm-slim

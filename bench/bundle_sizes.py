@@ -20,7 +20,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from imagefactory import alpine_lookalike  # noqa: E402
 
-from minivm import appliance, build, kernel  # noqa: E402
+from minivm.gns3 import appliance  # noqa: E402
+from minivm.image import build  # noqa: E402
+from minivm.kit import kernel  # noqa: E402
 from minivm.paths import build_dir  # noqa: E402
 from minivm.ui import Reporter  # noqa: E402
 

@@ -43,7 +43,7 @@ from initvm import (  # noqa: E402
 from kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices  # noqa: E402
 from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
 
-from minivm import inject  # noqa: E402
+from minivm.image import inject  # noqa: E402
 from minivm.paths import images_dir  # noqa: E402
 from minivm.ui import QUIET  # noqa: E402
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from vm import VM, Disk, busybox_root_disk, qemu_argv
 
-from minivm import initramfs, kernel
+from minivm.kit import initramfs, kernel
 from minivm.ui import Reporter
 
 # Builtins only (read, echo): a fork or two would cost the floor and the kit ~0.05 s each.

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from minivm import kernel
+from minivm.kit import kernel
 from minivm.ui import Reporter
 
 

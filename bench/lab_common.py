@@ -7,7 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from minivm import appliance, build, kernel
+from minivm.gns3 import appliance
+from minivm.image import build
+from minivm.kit import kernel
 from minivm.ui import QUIET
 
 REPO = Path(__file__).resolve().parent.parent

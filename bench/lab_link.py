@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_common import READY, lookalike_bundle, workdir
 
-from minivm import console, gns3a, lab, qemu, vmctl
+from minivm import lab
+from minivm.gns3 import reader
+from minivm.vm import console, qemu, vmctl
 
 
 def start_pair(bundle: Path, work: Path, mode: str) -> list[tuple[subprocess.Popen, Path]]:
     """Two VMs, eth0 linked by a UDP tunnel or by one multicast group."""
-    app = gns3a.load(bundle)
+    app = reader.load(bundle)
     holders = [lab.hold_port() for _ in range(2)]
     ports = [h.getsockname()[1] for h in holders]
     group = f"230.{random.randint(1, 254)}.{random.randint(1, 254)}.1:{ports[0]}"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from minivm import __version__
-from minivm.engine import dump
 from minivm.fsutil import atomic_write_bytes
+from minivm.image.engine import dump
 
 RECORD = "build.json"
 

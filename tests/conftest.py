@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from minivm import engine
+from minivm.image import engine
 from minivm.ui import Reporter
 
 os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
@@ -46,7 +46,7 @@ def unique_tag(prefix: str = "minivm-test/t") -> str:
 @pytest.fixture(scope="session")
 def kernel_kit():
     """The kernel kit, built once per session (reused from the cache when nothing changed)."""
-    from minivm import kernel
+    from minivm.kit import kernel
 
     return kernel.build(reporter=Reporter(quiet=True))
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from qemu.qmp.legacy import QEMUMonitorProtocol
 from vm import VM, Disk, qemu_argv
 
-from minivm import build, kernel
+from minivm.image import build
+from minivm.kit import kernel
 from minivm.ui import QUIET
 
 BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet"

@@ -25,9 +25,12 @@ import pytest
 from imagefactory import alpine_lookalike
 from vm import VM
 
-from minivm import appliance, build, gns3a, kernel, qemu
 from minivm.errors import MinivmError
+from minivm.gns3 import appliance, reader
+from minivm.image import build
+from minivm.kit import kernel
 from minivm.ui import QUIET
+from minivm.vm import qemu
 
 REPO = Path(__file__).resolve().parent.parent
 KVER = "6.1.0-99-test-amd64"
@@ -365,7 +368,7 @@ def test_boot_the_bundle_as_gns3_does(shipped_bundles: dict, name: str, tmp_path
     """From the .gns3a alone: linked-clone overlays, its disk interfaces, its -append, NICs
     behind the PCI bridge; reaches the main process; system_powerdown stops QEMU cleanly."""
     bundle = shipped_bundles[name]
-    app = gns3a.load(bundle.path)
+    app = reader.load(bundle.path)
     disks = qemu.create_overlays(app, tmp_path)
     backing = subprocess.run(["qemu-img", "info", "--output=json", str(disks[0])],
                              capture_output=True, text=True, check=True)

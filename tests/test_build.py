@@ -19,8 +19,8 @@ from imagefactory import (
     save_image,
 )
 
-from minivm import build as builder
 from minivm.errors import MinivmError
+from minivm.image import build as builder
 
 pytestmark = pytest.mark.engine
 
@@ -38,7 +38,7 @@ def rich_build(tmp_path_factory, docker_api):
     result = builder.build(str(context), reporter=Reporter(quiet=True), output_dir=tmp / "out")
     files, label = listing(result.qcow2)
     yield result, files, label, tmp
-    from minivm.engine import remove_image
+    from minivm.image.engine import remove_image
 
     remove_image(docker_api, result.image_id)
 

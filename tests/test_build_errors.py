@@ -15,7 +15,7 @@ import pytest
 from fsview import listing
 from imagefactory import classic_archive, member
 
-from minivm import inject
+from minivm.image import inject
 
 REPO = Path(__file__).resolve().parent.parent
 

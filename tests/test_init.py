@@ -22,7 +22,7 @@ from initvm import (
 )
 from vm import scsi_disk_at, size_at_target
 
-from minivm import inject
+from minivm.image import inject
 from minivm.ui import QUIET
 
 pytestmark = [pytest.mark.engine]

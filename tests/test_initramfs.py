@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from minivm import initramfs
+from minivm.kit import initramfs
 
 
 def sample(order: list[str] | None = None) -> initramfs.Tree:

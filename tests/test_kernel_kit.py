@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
 
-from minivm import initramfs, kernel
 from minivm.errors import MinivmError
 from minivm.fsutil import md5_file
+from minivm.kit import initramfs, kernel
 from minivm.paths import kernel_dir
 from minivm.ui import QUIET
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minivm import kmod
+from minivm.kit import kmod
 
 V = "kernel/drivers/virtio"
 DEP = f"""\

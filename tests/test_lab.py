@@ -24,8 +24,12 @@ from pathlib import Path
 import pytest
 from imagefactory import alpine_lookalike
 
-from minivm import appliance, build, console, kernel, lab
+from minivm import lab
+from minivm.gns3 import appliance
+from minivm.image import build
+from minivm.kit import kernel
 from minivm.ui import QUIET
+from minivm.vm import console
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]

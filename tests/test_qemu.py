@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from minivm import accel, gns3a, lab, qemu
+from minivm import lab
 from minivm.errors import MinivmError
+from minivm.gns3 import reader
+from minivm.lab import ports as lab_ports
+from minivm.vm import accel, qemu
 
 NODE = uuid.UUID("0c794c66-1234-4abc-8def-0123456789ab")
 
@@ -47,7 +50,7 @@ def make_appliance(folder: Path, *, name: str = "t", adapters: int = 2, options:
 
 def test_command_line_matches_what_gns3_ran(tmp_path: Path) -> None:
     """The line gns3-server 3.0.6 logged (shared/docs/gns3.md), one linked adapter."""
-    app = gns3a.load(make_appliance(tmp_path / "a", adapters=1))
+    app = reader.load(make_appliance(tmp_path / "a", adapters=1))
     hda = tmp_path / "n" / "hda_disk.qcow2"
     m = qemu.machine_from_appliance(
         app, name="t-1", node_id=NODE, disks=[hda, tmp_path / "n" / "hdb_disk.qcow2"],
@@ -73,7 +76,7 @@ def test_command_line_matches_what_gns3_ran(tmp_path: Path) -> None:
 
 
 def test_unconnected_adapters_have_no_backend_and_options_come_last(tmp_path: Path) -> None:
-    app = gns3a.load(make_appliance(tmp_path, adapters=3, options="-device virtio-rng-pci"))
+    app = reader.load(make_appliance(tmp_path, adapters=3, options="-device virtio-rng-pci"))
     m = qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")],
                                     adapters=[None, qemu.UdpTunnel(1, "10.0.0.9", 2), None])
     argv = qemu.command_line(m)
@@ -87,7 +90,7 @@ def test_unconnected_adapters_have_no_backend_and_options_come_last(tmp_path: Pa
 
 
 def test_many_adapters_get_a_second_bridge(tmp_path: Path) -> None:
-    app = gns3a.load(make_appliance(tmp_path, adapters=40))
+    app = reader.load(make_appliance(tmp_path, adapters=40))
     m = qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
     line = " ".join(qemu.command_line(m))
     assert "pci-bridge,id=pci-bridge2,bus=dmi_pci_bridge2" in line
@@ -112,7 +115,7 @@ def test_disk_interfaces_as_gns3(interface: str, expected: list[str]) -> None:
 
 
 def test_forbidden_options_are_refused(tmp_path: Path) -> None:
-    app = gns3a.load(make_appliance(tmp_path, options="-netdev user,id=x"))
+    app = reader.load(make_appliance(tmp_path, options="-netdev user,id=x"))
     with pytest.raises(MinivmError, match="-netdev is not allowed"):
         qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
 
@@ -133,7 +136,7 @@ def test_console_variants_and_kvm(tmp_path: Path) -> None:
 
 
 def test_overlays_are_linked_clones_and_the_image_is_never_written(tmp_path: Path) -> None:
-    app = gns3a.load(make_appliance(tmp_path / "a"))
+    app = reader.load(make_appliance(tmp_path / "a"))
     before = app.disks[0][0].read_bytes()
     disks = qemu.create_overlays(app, tmp_path / "node")
     assert [d.name for d in disks] == ["hda_disk.qcow2", "hdb_disk.qcow2"]
@@ -153,11 +156,11 @@ def test_reader_errors_are_one_line(tmp_path: Path) -> None:
     path = make_appliance(tmp_path)
     (tmp_path / "modules.qcow2").unlink()
     with pytest.raises(MinivmError, match=r"appliance image .*modules.qcow2 is missing"):
-        gns3a.load(path)
+        reader.load(path)
     with pytest.raises(MinivmError, match="not found"):
-        gns3a.load(tmp_path / "nope.gns3a")
+        reader.load(tmp_path / "nope.gns3a")
     with pytest.raises(MinivmError, match="appliance 'nothing-built' not found"):
-        gns3a.load("nothing-built")
+        reader.load("nothing-built")
 
 
 def write_lab(folder: Path, text: str) -> Path:
@@ -192,10 +195,10 @@ def test_lab_file_parses_links_and_external_ends(tmp_path: Path) -> None:
     assert lab_.links[1].a == ("r1", 1)
     assert lab_.links[1].b == lab.External("127.0.0.1", 40001, 40000)
     ports = {"r1:eth0": 1000, "r2:eth1": 2000, "r1:eth1": 40000}
-    tunnels = lab._tunnels(lab_, ports, "r1")
+    tunnels = lab_ports.tunnels(lab_, ports, "r1")
     assert tunnels == [qemu.UdpTunnel(1000, "127.0.0.1", 2000),
                        qemu.UdpTunnel(40000, "127.0.0.1", 40001)]
-    assert lab._tunnels(lab_, ports, "r2") == [None, qemu.UdpTunnel(2000, "127.0.0.1", 1000)]
+    assert lab_ports.tunnels(lab_, ports, "r2") == [None, qemu.UdpTunnel(2000, "127.0.0.1", 1000)]
     assert lab_.state_dir == tmp_path / "lab.state"
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from minivm import appliance as bundles
 from minivm.cli.common import Json, Quiet, emit_json, fail, reporter, user_errors
+from minivm.gns3 import appliance as bundles
 
 
 @user_errors

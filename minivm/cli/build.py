@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from minivm import appliance as bundles
-from minivm import build as builder
-from minivm import disk
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.gns3 import appliance as bundles
+from minivm.image import build as builder
+from minivm.image import disk
 
 SOURCE_HELP = ("An image folder under images/, a Docker build context, an image the engine has "
                "(or can pull), or a `docker save` / OCI archive (no engine needed).")

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from minivm import kernel
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.kit import kernel
 
 app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module disk).",
                   no_args_is_help=True)

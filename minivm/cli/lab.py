@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from minivm import console as console_mod
 from minivm import lab as lab_mod
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.vm import console as console_mod
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
                        "GNS3). See `minivm lab up --help` for the lab file.",

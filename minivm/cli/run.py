@@ -12,12 +12,13 @@ from typing import Annotated
 
 import typer
 
-from minivm import accel as accel_mod
-from minivm import console, gns3a, qemu, vmctl
 from minivm.cli.common import Quiet, reporter, user_errors
 from minivm.errors import MinivmError
+from minivm.gns3 import reader
 from minivm.run import which
 from minivm.ui import Reporter
+from minivm.vm import accel as accel_mod
+from minivm.vm import console, qemu, vmctl
 
 
 @user_errors
@@ -44,7 +45,7 @@ def run(
     never written: the VM writes to its own overlays.
     """
     rep = reporter(quiet=quiet)
-    app = gns3a.load(name)
+    app = reader.load(name)
     which("qemu-system-x86_64")
     chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
     with ExitStack() as stack:

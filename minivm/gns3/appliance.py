@@ -24,9 +24,10 @@ from typing import Any
 import jinja2
 import yaml
 
-from minivm import cache, kernel
+from minivm import cache
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, atomic_write_bytes, md5_file, remove
+from minivm.kit import kernel
 from minivm.paths import ROOT_LABEL, appliances_dir, build_dir, images_dir
 from minivm.ui import Reporter
 

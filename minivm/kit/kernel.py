@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minivm import __version__, cache, engine, initramfs, kmod
+from minivm import __version__, cache
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, atomic_write_bytes, file_record, remove, sha256_tree
+from minivm.image import engine
+from minivm.image.tarstream import SymlinkGuard, read_entries
+from minivm.kit import initramfs, kmod
 from minivm.paths import MODULES_LABEL, build_dir, kernel_dir
-from minivm.tarstream import SymlinkGuard, read_entries
 from minivm.ui import Reporter
 
 MANIFEST = "manifest.json"
@@ -354,7 +356,7 @@ def module_disk_entries(modules_root: Path, kver: str, timestamp: int) -> Iterat
 def write_module_disk(modules_root: Path, kver: str, output: Path, *, timestamp: int,
                       reporter: Reporter) -> None:
     """Every module of the kernel, depmod-ed, in an ext4 labelled minivm-modules (QCOW2)."""
-    from minivm import disk
+    from minivm.image import disk
 
     disk.write_qcow2(module_disk_entries(modules_root, kver, timestamp), output,
                      label=MODULES_LABEL, uuid=uuid.uuid5(UUID_NAMESPACE, f"modules:{kver}"),

@@ -26,8 +26,8 @@ from typing import BinaryIO
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, remove
+from minivm.image.tarstream import Entry, read_entries, write_entries
 from minivm.run import run, which
-from minivm.tarstream import Entry, read_entries, write_entries
 from minivm.ui import Reporter
 
 BLOCK = 4096
@@ -300,7 +300,7 @@ def _raise_tool_error(step: str, stderr: bytes | None, *, where: Path) -> None:
 
 def _write_guestfs(entries: Iterable[Entry], raw: Path, *, label: str, uuid: uuidlib.UUID,
                    timestamp: int, size: int | None, reporter: Reporter) -> tuple[_Content, int]:
-    from minivm import guestfs_backend
+    from minivm.image import guestfs_backend
 
     content = _Content(mtimes={})
     spool = raw.parent / "rootfs.tar"

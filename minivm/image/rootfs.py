@@ -1,7 +1,7 @@
 """The root filesystem's content: the image's entries, cleaned, plus what minivm injects.
 
 This is the one seam between an image and its VM: the init program and its defaults
-(from ``init/``, see :mod:`minivm.inject`) and the image config the init reads
+(from ``init/``, see :mod:`minivm.image.inject`) and the image config the init reads
 (``/.minivm/config`` and ``/.minivm/image.json``).
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minivm.engine import SHADOWED, ImageConfig, is_container_artifact
-from minivm.tarstream import Entry, SymlinkGuard
+from minivm.image.engine import SHADOWED, ImageConfig, is_container_artifact
+from minivm.image.tarstream import Entry, SymlinkGuard
 
 MINIVM_DIR = ".minivm"
 # Folders the init mounts on or writes to: created when an image lacks them (FROM scratch).
@@ -79,7 +79,7 @@ def compose(
     ``stamp`` (the image's creation time) dates what minivm adds, and no time is later than it:
     the folders the engine touches when it creates a container must not date the disk.
     ``shadowed`` gives the image's own version of the files an engine export shows empty
-    (:data:`minivm.engine.SHADOWED`); they are written at the end.
+    (:data:`minivm.image.engine.SHADOWED`); they are written at the end.
     """
     guard = SymlinkGuard(where)
     seen: set[str] = set()

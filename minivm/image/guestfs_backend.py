@@ -7,8 +7,8 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-from minivm import accel
 from minivm.errors import MinivmError
+from minivm.vm import accel
 
 DEVICE = "/dev/sda"
 INSTALL_HINT = ("install libguestfs with `sudo apt-get install libguestfs-tools python3-guestfs "

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from minivm.archive import is_archive
 from minivm.errors import MinivmError
+from minivm.image.archive import is_archive
 from minivm.paths import images_dir
 
 

@@ -13,9 +13,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from minivm import engine
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, sha256_tree
+from minivm.image import engine
 from minivm.paths import build_dir, init_dir
 from minivm.ui import Reporter
 

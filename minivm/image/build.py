@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from minivm import cache, disk, engine, inject, layers
-from minivm.archive import open_archive
-from minivm.engine import ImageConfig
+from minivm import cache
 from minivm.fsutil import file_record, remove, sha256_tree
+from minivm.image import disk, engine, inject, layers
+from minivm.image.archive import open_archive
+from minivm.image.engine import ImageConfig
+from minivm.image.rootfs import RootfsStats, compose
+from minivm.image.source import Kind, Source, classify
+from minivm.image.tarstream import Entry, read_entries
 from minivm.paths import ROOT_LABEL, build_dir, init_dir
-from minivm.rootfs import RootfsStats, compose
-from minivm.source import Kind, Source, classify
-from minivm.tarstream import Entry, read_entries
 from minivm.ui import Reporter
 
 UUID_NAMESPACE = uuid.UUID("6f1c1c3e-4a7e-4c55-9a57-6d696e69766d")
@@ -52,7 +53,7 @@ def build(
     output_dir: Path | None = None,
     force: bool = False,
 ) -> BuildResult:
-    """Build the root disk of ``text`` (see :func:`minivm.source.classify`)."""
+    """Build the root disk of ``text`` (see :func:`minivm.image.source.classify`)."""
     started = time.monotonic()
     source = classify(text)
     folder = (output_dir or build_dir()) / source.name

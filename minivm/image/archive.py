@@ -1,7 +1,7 @@
 """Daemonless input: `docker save` archives (classic and OCI layouts) and OCI image layouts.
 
 An archive is read in place (a tar file is indexed, never unpacked); its layers are
-opened one at a time, in order, by :mod:`minivm.layers`.
+opened one at a time, in order, by :mod:`minivm.image.layers`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from minivm.engine import ImageConfig
 from minivm.errors import MinivmError
+from minivm.image.engine import ImageConfig
 
 MEDIA_INDEX = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")

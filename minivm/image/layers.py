@@ -13,8 +13,8 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from minivm.archive import Layer
-from minivm.tarstream import Entry, SymlinkGuard, read_entries
+from minivm.image.archive import Layer
+from minivm.image.tarstream import Entry, SymlinkGuard, read_entries
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

@@ -17,7 +17,7 @@ needs QEMU's ``-chardev`` spelling of GNS3's ``-serial telnet:127.0.0.1:PORT,ser
 
 Reuse (appliance boot test, say)::
 
-    app = gns3a.load(bundle)
+    app = reader.load(bundle)
     disks = create_overlays(app, workdir)           # the appliance's images are never written
     m = machine_from_appliance(app, name="t", node_id=uuid.uuid4(), disks=disks,
                                console=Console("unix", path=workdir / "console.sock"),
@@ -36,7 +36,7 @@ from typing import Literal
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
-from minivm.gns3a import Appliance
+from minivm.gns3.reader import Appliance
 from minivm.run import run
 
 QEMU = "qemu-system-x86_64"

@@ -1,0 +1,1 @@
+"""GNS3: appliance files (written, checked, read)."""

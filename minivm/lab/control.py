@@ -1,0 +1,258 @@
+"""Starting, watching and stopping a lab's nodes (QEMU processes in the background)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from minivm.errors import MinivmError
+from minivm.fsutil import remove
+from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
+from minivm.lab.spec import LOOPBACK, SOCKET_PATH_MAX, STOP_TIMEOUT, Lab, endpoint_key, state_dir_of
+from minivm.lab.state import (
+    State,
+    clean_runtime,
+    locked,
+    node_dir,
+    read_state,
+    running,
+    write_state,
+)
+from minivm.run import run, stderr_tail, which
+from minivm.ui import QUIET, Reporter
+from minivm.vm import accel as accel_mod
+from minivm.vm import qemu, vmctl
+
+
+def node_id(lab: Lab, name: str) -> uuid.UUID:
+    """A node's stable id (also its QEMU -uuid and the base of its MAC addresses)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"minivm-lab:{lab.path}:{name}")
+
+
+def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> list[str]:
+    """Start every node that is not running; returns the names started.
+
+    Nothing is left half-way: when a node fails to start, the nodes this call started are
+    stopped again and the overlays it created removed, and the error is raised.
+    """
+    which("qemu-system-x86_64")
+    which("qemu-img")
+    with locked(lab.state_dir):
+        state = read_state(lab.state_dir)
+        alive = {n for n, rec in state.nodes.items() if running(rec)}
+        for name in sorted(set(state.nodes) - alive):
+            if state.nodes[name].get("status") == "running":
+                reporter.warn(f"{name}: its QEMU is gone (crash or kill); starting it again")
+            clean_runtime(lab, name)
+            del state.nodes[name]
+        if alive and state.digest != lab.digest:
+            raise MinivmError(f"{lab.path.name} changed while its lab runs "
+                              f"({', '.join(sorted(alive))})",
+                              hint=f"run: minivm lab down {lab.path}")
+        if stray := alive - set(lab.nodes):
+            raise MinivmError(f"nodes {', '.join(sorted(stray))} run but are not in the lab")
+        if not alive:
+            state.ports = {}
+        todo = [n for n in lab.nodes if n not in alive]
+        if not todo:
+            reporter.info("every node is running already")
+            return []
+        chosen = accel_mod.choose(accel or lab.accel, reporter=reporter)
+        for name in todo:
+            for sock in ("qmp.sock", "monitor.sock", "console.sock"):
+                path = node_dir(lab, name) / sock
+                if len(str(path)) > SOCKET_PATH_MAX:
+                    raise MinivmError(f"socket path {path} is too long for a Unix socket",
+                                      hint="move the lab file to a shorter path")
+        state.lab, state.digest = str(lab.path), lab.digest
+        started: list[str] = []
+        created: list[Path] = []
+        try:
+            with ExitStack() as holders:
+                held: dict[str, socket.socket] = {}
+                for node, adapter, fixed in endpoints(lab):
+                    if node not in todo:
+                        continue
+                    key = endpoint_key(node, adapter)
+                    port = state.ports.get(key, fixed)
+                    sock = holders.enter_context(hold_port(port, what=f"link end {key}"))
+                    held[key] = sock
+                    state.ports[key] = sock.getsockname()[1]
+                consoles: dict[str, socket.socket] = {}
+                if lab.console == "telnet":
+                    for name in todo:
+                        consoles[name] = holders.enter_context(
+                            hold_port(0, kind=socket.SOCK_STREAM, what="console"))
+                for name in todo:
+                    with reporter.stage(f"start:{name}", f"Starting {name}"):
+                        rec = _start_node(lab, state, name, chosen, consoles.get(name), created)
+                    state.nodes[name] = rec
+                    started.append(name)
+                    for key in [k for k in held if k.startswith(f"{name}:")]:
+                        held.pop(key).close()  # QEMU has the port now
+                    if name in consoles:
+                        consoles.pop(name).close()
+            write_state(lab.state_dir, state)
+        except BaseException:
+            _rollback(lab, state, started, created)
+            raise
+        return started
+
+
+def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
+                console_hold: socket.socket | None, created: list[Path]) -> dict[str, Any]:
+    node = lab.nodes[name]
+    workdir = node_dir(lab, name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    new = [p for p in qemu.overlay_paths(node.appliance, workdir) if not p.exists()]
+    disks = qemu.create_overlays(node.appliance, workdir)
+    created += new
+    if console_hold is not None:
+        port = console_hold.getsockname()[1]
+        console = qemu.Console("telnet", port=port, log=workdir / "console.log")
+        address = f"telnet:{LOOPBACK}:{port}"
+    else:
+        console = qemu.Console("unix", path=workdir / "console.sock", log=workdir / "console.log")
+        address = f"unix:{workdir / 'console.sock'}"
+    qmp = workdir / "qmp.sock"
+    m = qemu.machine_from_appliance(
+        node.appliance, name=name, node_id=node_id(lab, name), disks=disks,
+        adapters=tunnels(lab, state.ports, name), append=node.append, ram=node.ram,
+        cpus=node.cpus, accel=chosen, console=console, qmp=qmp,
+        monitor=workdir / "monitor.sock", pidfile=workdir / "qemu.pid", daemonize=True)
+    argv = qemu.command_line(m)
+    clean_runtime(lab, name)
+    (workdir / "console.log").open("ab").write(
+        f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+    started = time.time()
+    proc = run(argv, what=f"starting node {name}", check=False)
+    (workdir / "qemu.log").write_bytes(proc.stderr or b"")
+    if proc.returncode != 0:
+        raise MinivmError(f"node {name}: QEMU failed to start: {stderr_tail(proc.stderr, 1)}")
+    pid = int((workdir / "qemu.pid").read_text().strip())
+    return {"status": "running", "pid": pid, "qmp": str(qmp), "console": address,
+            "monitor": str(workdir / "monitor.sock"), "accel": chosen, "started": started,
+            "node_id": str(m.node_id), "argv": argv,
+            "macs": [qemu.mac_address(m.node_id, i) for i in range(node.adapters)]}
+
+
+def _rollback(lab: Lab, state: State, started: list[str], created: list[Path]) -> None:
+    for name in started:
+        rec = state.nodes.pop(name, {})
+        if rec.get("pid"):
+            vmctl.stop(int(rec["pid"]), Path(rec["qmp"]), timeout=0)
+        clean_runtime(lab, name)
+    for path in created:
+        remove(path)
+    if not any(running(rec) for rec in state.nodes.values()):
+        state.ports = {}
+    if state.nodes:
+        write_state(lab.state_dir, state)
+    else:
+        remove(lab.state_dir / "state.json")
+
+
+def status(lab: Lab) -> dict[str, Any]:
+    """What runs: per node its state (running, stopped, crashed), pid, console, QMP status."""
+    state = read_state(lab.state_dir)
+    nodes: dict[str, Any] = {}
+    for name in lab.nodes:
+        rec = state.nodes.get(name)
+        info: dict[str, Any] = {"status": "stopped"}
+        if rec:
+            alive_now = running(rec)
+            info = {"status": "running" if alive_now else "crashed", "pid": rec["pid"],
+                    "console": rec["console"], "accel": rec.get("accel"),
+                    "log": str(node_dir(lab, name) / "console.log")}
+            if alive_now:
+                try:
+                    info["guest"] = vmctl.query_status(Path(rec["qmp"]), timeout=3)
+                except MinivmError:
+                    info["guest"] = "not answering"
+        info["ports"] = {f"eth{i}": t.local_port if t else None
+                         for i, t in enumerate(tunnels_or_none(lab, state.ports, name))}
+        nodes[name] = info
+    return {"lab": str(lab.path), "state": str(lab.state_dir), "nodes": nodes,
+            "links": [link.text for link in lab.links]}
+
+
+def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
+         reporter: Reporter = QUIET) -> dict[str, str]:
+    """Power every node off (ACPI, all at once, ``timeout`` s), then quit or kill what remains.
+
+    Needs only the state folder (works when the lab file or its appliances changed or went).
+    Returns how each node ended (acpi, quit, killed, gone). With ``clean`` the state folder,
+    disks included, is removed.
+    """
+    state_dir = state_dir_of(lab_file)
+    if not state_dir.exists():
+        reporter.info("the lab is not running")
+        return {}
+    with locked(state_dir):
+        state = read_state(state_dir)
+        results: dict[str, str] = {}
+
+        def stop_one(name: str, rec: dict[str, Any]) -> None:
+            results[name] = vmctl.stop(int(rec["pid"]), Path(rec["qmp"]), timeout=timeout)
+
+        threads = [threading.Thread(target=stop_one, args=(n, r)) for n, r in state.nodes.items()
+                   if running(r)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name in state.nodes:
+            results.setdefault(name, "gone")
+        for name, how in sorted(results.items()):
+            clean_runtime(state_dir, name)
+            if how in ("quit", "killed"):
+                reporter.warn(f"{name}: did not power off within {timeout:.0f} s ({how})")
+            else:
+                reporter.info(f"{name}: {'powered off' if how == 'acpi' else 'was not running'}")
+        state.nodes, state.ports = {}, {}
+        write_state(state_dir, state)
+    if clean:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return results
+
+
+def console_address(lab_file: Path, name: str) -> str:
+    """Where a running node's console listens (from the state folder alone)."""
+    rec = read_state(state_dir_of(lab_file)).nodes.get(name)
+    if not rec or not running(rec):
+        raise MinivmError(f"node {name} of {lab_file.name} is not running",
+                          hint=f"see: minivm lab status {lab_file}")
+    return str(rec["console"])
+
+
+def wait_console(lab: Lab, pattern: str, *, timeout: float, names: list[str] | None = None,
+                 since: dict[str, int] | None = None) -> dict[str, float]:
+    """Wait until every node's console log (after byte offset ``since[name]``) matches
+    ``pattern``; returns the seconds each took. Bounded poll of the log files."""
+    regex = re.compile(pattern.encode())
+    names = names or list(lab.nodes)
+    start = time.monotonic()
+    deadline = start + timeout
+    seen: dict[str, float] = {}
+    while True:
+        for name in names:
+            if name in seen:
+                continue
+            log = node_dir(lab, name) / "console.log"
+            data = log.read_bytes()[(since or {}).get(name, 0):] if log.exists() else b""
+            if regex.search(data):
+                seen[name] = time.monotonic() - start
+        if len(seen) == len(names):
+            return seen
+        if time.monotonic() > deadline:
+            missing = ", ".join(n for n in names if n not in seen)
+            raise MinivmError(f"{missing}: {pattern!r} not on the console within "
+                              f"{timeout:.0f} s", hint=f"see {lab.state_dir}/*/console.log")
+        time.sleep(0.1)

@@ -1,0 +1,76 @@
+"""A lab's state folder: ``state.json`` (pids, ports, consoles), its lock, each node's folder."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_write_bytes, remove
+from minivm.lab.spec import Lab
+from minivm.vm import vmctl
+
+
+@dataclass
+class State:
+    """What ``state.json`` records; ``nodes[name]`` holds pid, console, qmp, ports, ..."""
+
+    lab: str = ""
+    digest: str = ""
+    ports: dict[str, int] = field(default_factory=dict)  # endpoint key -> local UDP port
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def read_state(state_dir: Path) -> State:
+    file = state_dir / "state.json"
+    if not file.exists():
+        return State()
+    try:
+        data = json.loads(file.read_text())
+        return State(lab=data["lab"], digest=data.get("digest", ""),
+                     ports=dict(data.get("ports", {})), nodes=dict(data.get("nodes", {})))
+    except (OSError, ValueError, KeyError) as e:
+        raise MinivmError(f"lab state {file} is unreadable ({e})",
+                          hint=f"stop any QEMU of this lab and remove {state_dir}") from e
+
+
+def write_state(state_dir: Path, state: State) -> None:
+    data = {"lab": state.lab, "digest": state.digest, "ports": state.ports,
+            "nodes": state.nodes}
+    atomic_write_bytes(state_dir / "state.json",
+                       (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """One lab command at a time per lab (up, down)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MinivmError(f"another minivm command is working on the lab {state_dir}",
+                              hint="wait for it to finish") from None
+        yield
+
+
+def node_dir(lab: Lab | Path, name: str) -> Path:
+    """A node's folder in the state folder (``lab``: a Lab or its state folder)."""
+    return (lab.state_dir if isinstance(lab, Lab) else lab) / name
+
+
+def running(rec: dict[str, Any]) -> bool:
+    return bool(rec.get("pid")) and vmctl.alive(int(rec["pid"]), marker=rec.get("qmp"))
+
+
+def clean_runtime(lab: Lab | Path, name: str) -> None:
+    """Remove what a dead QEMU leaves: sockets and pid file (never the disks or logs)."""
+    for leftover in ("qmp.sock", "monitor.sock", "console.sock", "qemu.pid"):
+        remove(node_dir(lab, name) / leftover)
+
+
