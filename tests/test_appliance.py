@@ -53,7 +53,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (home / "images").mkdir()
     monkeypatch.setenv("MINIVM_HOME", str(home))
     monkeypatch.setenv("MINIVM_BUILD_DIR", str(home / "build"))
-    make_kit(home / "build" / "kernel", "aaaaaaaaaaaa")
+    monkeypatch.setenv("MINIVM_CACHE_DIR", str(home / "cache"))
+    make_kit(home / "cache" / "kernel", "aaaaaaaaaaaa")
     return home
 
 
@@ -171,7 +172,7 @@ def test_metadata_layers_and_category(project: Path) -> None:
 def test_same_name_same_id_and_rewrite_drops_stale_kit_files(project: Path) -> None:
     folder = make_build(project, "r1")
     first = appliance.write_bundle("r1", reporter=QUIET)
-    make_kit(project / "build" / "kernel", "bbbbbbbbbbbb")
+    make_kit(project / "cache" / "kernel", "bbbbbbbbbbbb")
     second = appliance.write_bundle("r1", reporter=QUIET)
     assert first.appliance["appliance_id"] == second.appliance["appliance_id"]
     left = sorted(p.name for p in folder.iterdir())
@@ -282,7 +283,7 @@ def test_errors_for_unknown_unbuilt_and_missing(project: Path) -> None:
     (folder / "r1-ab12ab12ab12.qcow2").unlink()
     assert "run `minivm build r1`" in cli("appliance", "r1").stderr
     make_build(project, "r2")
-    shutil.rmtree(project / "build" / "kernel")
+    shutil.rmtree(project / "cache" / "kernel")
     result = cli("appliance", "r2")
     assert result.returncode != 0 and "run `minivm kernel build`" in result.stderr
     assert cli("appliance").returncode != 0  # neither NAME nor --check
@@ -290,7 +291,7 @@ def test_errors_for_unknown_unbuilt_and_missing(project: Path) -> None:
 
 def test_build_without_kit_says_what_to_do(project: Path, capsys) -> None:
     folder = make_build(project, "r1")
-    shutil.rmtree(project / "build" / "kernel")
+    shutil.rmtree(project / "cache" / "kernel")
     from minivm.ui import Reporter
     assert appliance.after_build("r1", folder=folder, reporter=Reporter()) is None
     assert "minivm kernel build" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 ``init/`` is a Docker build context whose final stage (``FROM scratch``) holds the tree to
 overlay: ``.minivm/`` (the init, the toolbox, the DHCP hook) and default files under ``etc/``.
-The tree is cached under ``build_dir()/init/<digest of init/>/``: a second build with the same
-sources needs no engine.
+The tree is cached in the user's cache folder, ``<cache>/init/<digest of init/>/``: a second
+build with the same sources needs no engine.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from minivm import paths
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, sha256_tree
 from minivm.image import engine
-from minivm.paths import build_dir, init_dir
+from minivm.paths import init_dir
 from minivm.ui import Reporter
 
 TREE = "tree"
@@ -36,7 +37,7 @@ class Injection:
 
 
 def cache_dir(digest: str) -> Path:
-    return build_dir() / "init" / digest
+    return paths.cache_dir() / "init" / digest
 
 
 def prepare(*, reporter: Reporter, source: Path | None = None) -> Injection:

@@ -4,7 +4,8 @@ Stages: fetch (Docker build of ``kernel/``: the package unpacked, plus static bu
 e2fsck) -> export (the ``/kit`` folder of that image, read as a tar stream) -> initramfs (cpio
 of busybox, e2fsck, ``kernel/init`` and the modules needed to reach the root) -> module disk
 (every module, ext4 labelled ``minivm-modules`` in a QCOW2). The result goes to
-``build/kernel/<kver>-<hash>/``; ``build/kernel/current`` points at the latest.
+``<cache>/kernel/<kver>-<hash>/`` in the user's cache folder (shared by every project);
+``<cache>/kernel/current`` points at the latest.
 
 Nothing changed (same ``kernel/`` folder, same base image, same minivm) -> the kit is reused.
 """
@@ -32,11 +33,11 @@ from minivm.fsutil import atomic_path, atomic_write_bytes, file_record, remove, 
 from minivm.image import engine
 from minivm.image.tarstream import SymlinkGuard, read_entries
 from minivm.kit import initramfs, kmod
-from minivm.paths import MODULES_LABEL, build_dir, kernel_dir
+from minivm.paths import MODULES_LABEL, cache_dir, kernel_dir
 from minivm.ui import Reporter
 
 MANIFEST = "manifest.json"
-# Kits kept in build/kernel after a new one is built: the new one and the most recent others
+# Kits kept in the cache after a new one is built: the new one and the most recent others
 # (going back to an earlier kernel/ is then a cache hit). Appliances hold their own links or
 # copies of the kit's files, so removing a kit breaks none of them.
 KEEP_KITS = 3
@@ -129,7 +130,8 @@ def load_config(folder: Path) -> KitConfig:
 
 
 def kits_dir() -> Path:
-    return build_dir() / "kernel"
+    """Where kits live: the user's cache folder, shared by every project."""
+    return cache_dir() / "kernel"
 
 
 def current() -> Kit | None:
