@@ -9,9 +9,13 @@ from typing import Any
 
 from minivm import __version__
 from minivm.fsutil import atomic_write_bytes
-from minivm.image.engine import dump
 
 RECORD = "build.json"
+
+
+def dump(obj: Any) -> str:
+    """Compact, sorted JSON (for cache keys and stored configs)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def key(**inputs: Any) -> str:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-from importlib.resources import files
 from pathlib import Path
 
 ROOT_LABEL = "minivm-root"
@@ -24,6 +23,8 @@ def resources_root() -> Path:
     """The folder holding kernel/, init/, appliances/ and images/."""
     if env := os.environ.get("MINIVM_HOME"):
         return Path(env).resolve()
+    from importlib.resources import files
+
     packaged = Path(str(files("minivm"))) / "resources"
     if packaged.is_dir():
         return packaged

@@ -72,6 +72,26 @@ def run(
     return proc
 
 
+def spawn(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    stdin: IO[Any] | int | None = subprocess.DEVNULL,
+    stdout: IO[Any] | int | None = subprocess.DEVNULL,
+    stderr: IO[Any] | int | None = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a program that runs beside minivm (a pipe to feed, a VM to watch); the caller
+    waits for it. Same program lookup, logging and start-up errors as :func:`run`."""
+    argv = [str(a) for a in cmd]
+    argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
+    log.debug("spawn: %s", " ".join(argv))
+    try:
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                start_new_session=new_session)
+    except OSError as e:
+        raise MinivmError(f"cannot start {argv[0]}: {e.strerror}") from e
+
+
 def stderr_tail(data: bytes | None, lines: int = 3) -> str:
     """The last few non-empty lines of a program's stderr, joined on one line."""
     text = (data or b"").decode(errors="replace").strip().splitlines()

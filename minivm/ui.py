@@ -8,16 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Reporter:
@@ -25,8 +20,18 @@ class Reporter:
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False)
         self.seconds: dict[str, float] = {}
+
+    @cached_property
+    def console(self) -> Console:
+        """rich's console on stderr, made on first use (importing rich costs start-up time).
+
+        Lines are never wrapped by minivm (soft wrap): a path stays whole when stderr is a
+        file or a pipe, and a terminal wraps long lines itself.
+        """
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
         """A line for the user (not shown with --quiet)."""
@@ -61,6 +66,15 @@ class Reporter:
         if self.quiet:
             yield lambda n: None
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         columns = [TextColumn(f"  {title}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeElapsedColumn()]
         with Progress(*columns, console=self.console, transient=True) as progress:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, fail, reporter, user_errors
-from minivm.gns3 import appliance as bundles
 
 
 @user_errors
@@ -24,6 +23,8 @@ def appliance(
     json_output: Json = False,
 ) -> None:
     """(Re)write the GNS3 appliance of NAME from its build outputs, or --check a bundle."""
+    from minivm.gns3 import appliance as bundles
+
     if (name is None) == (check is None):
         raise fail("give either NAME (to write its bundle) or --check FILE.gns3a", 2)
     report = reporter(quiet=quiet, json_output=json_output)

@@ -8,9 +8,6 @@ from typing import Annotated
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
-from minivm.gns3 import appliance as bundles
-from minivm.image import build as builder
-from minivm.image import disk
 
 SOURCE_HELP = ("An image folder under images/, a Docker build context, an image the engine has "
                "(or can pull), or a `docker save` / OCI archive (no engine needed).")
@@ -30,10 +27,14 @@ def build(
     json_output: Json = False,
 ) -> None:
     """Build a MiniVM root disk (compressed QCOW2) from a Docker image."""
+    from minivm.gns3 import appliance as bundles
+    from minivm.image import build as builder
+    from minivm.image import disk
+
     report = reporter(quiet=quiet, json_output=json_output)
     result = builder.build(source, reporter=report, backend=backend, output_dir=output,
                            size=disk.parse_size(size) if size else None, force=force)
-    # GNS3 appliance bundle (issue 5): written when a kernel kit exists, else a hint.
+    # The GNS3 appliance bundle: written when a kernel kit exists, else a hint.
     bundle = bundles.after_build(result.name, folder=result.folder, reporter=report)
     if json_output:
         record = result.record

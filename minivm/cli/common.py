@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -18,6 +21,22 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debugging() -> bool:
+    """Whether --debug (or MINIVM_DEBUG=1) asked for every command line and full tracebacks."""
+    return os.environ.get("MINIVM_DEBUG", "") not in ("", "0")
+
+
+def enable_debug() -> None:
+    """--debug: log every program minivm starts (its argv) and keep tracebacks on errors."""
+    os.environ["MINIVM_DEBUG"] = "1"  # also for the minivm processes this one starts
+    log = logging.getLogger("minivm")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("debug: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
 
 
 def reporter(*, quiet: bool, json_output: bool = False) -> Reporter:
@@ -45,8 +64,21 @@ def user_errors(func: F) -> F:
             raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGTERM, on_term)
+        if debugging():
+            enable_debug()
         try:
             return func(*args, **kwargs)
+        except (MinivmError, OSError, KeyboardInterrupt):
+            if debugging():
+                traceback.print_exc()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @wraps(func)
+    def one_line(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return wrapper(*args, **kwargs)
         except MinivmError as e:
             raise fail(str(e), e.exit_code) from None
         except OSError as e:  # a file we could not read or write: say which, and why
@@ -54,7 +86,5 @@ def user_errors(func: F) -> F:
             raise fail(f"{e.strerror or e}{where}") from None
         except KeyboardInterrupt:
             raise fail("interrupted; nothing was left half-written", 130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
-    return wrapper  # type: ignore[return-value]
+    return one_line  # type: ignore[return-value]

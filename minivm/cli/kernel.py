@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
-from minivm.kit import kernel
 
 app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module disk).",
                   no_args_is_help=True)
@@ -19,6 +18,8 @@ Force = Annotated[bool, typer.Option("--force", help="Rebuild even if nothing ch
 @user_errors
 def build(quiet: Quiet = False, json_output: Json = False, force: Force = False) -> None:
     """Build the kernel kit once; every appliance shares it."""
+    from minivm.kit import kernel
+
     kit = kernel.build(reporter=reporter(quiet=quiet, json_output=json_output),
                        force=force)
     if json_output:

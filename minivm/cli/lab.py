@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from minivm import lab as lab_mod
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
-from minivm.vm import console as console_mod
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
                        "GNS3). See `minivm lab up --help` for the lab file.",
@@ -33,6 +31,7 @@ def up(lab_file: LabFile, accel: Accel = None,
     r2:eth0`, or `r1:eth1 -- udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
     optional `accel:` and `console:` (telnet or unix). State goes to LAB.state/ beside it.
     """
+    from minivm import lab as lab_mod
     rep = reporter(quiet=quiet or json_output)
     lab = lab_mod.load(lab_file)
     offsets = {n: _log_size(lab, n) for n in lab.nodes}
@@ -50,7 +49,9 @@ def up(lab_file: LabFile, accel: Accel = None,
         rep.info(f"{name}: console {info['nodes'][name]['console']}")
 
 
-def _log_size(lab: lab_mod.Lab, name: str) -> int:
+def _log_size(lab: Any, name: str) -> int:
+    from minivm import lab as lab_mod
+
     log = lab_mod.node_dir(lab, name) / "console.log"
     return log.stat().st_size if log.exists() else 0
 
@@ -59,6 +60,7 @@ def _log_size(lab: lab_mod.Lab, name: str) -> int:
 @user_errors
 def status(lab_file: LabFile, json_output: Json = False) -> None:
     """What runs: each node's state, console, QEMU pid and link ports (exit 3 if one crashed)."""
+    from minivm import lab as lab_mod
     lab = lab_mod.load(lab_file)
     info = lab_mod.status(lab)
     if json_output:
@@ -82,6 +84,9 @@ def console(lab_file: LabFile,
             node: Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
             ) -> None:
     """Attach to a node's serial console (Ctrl-] detaches; the node keeps running)."""
+    from minivm import lab as lab_mod
+    from minivm.vm import console as console_mod
+
     console_mod.attach(lab_mod.console_address(lab_file, node))
 
 
@@ -94,6 +99,7 @@ def down(lab_file: LabFile,
              "--clean", help="Also remove the state folder, the nodes' disks included.")] = False,
          quiet: Quiet = False, json_output: Json = False) -> None:
     """Power every node off (ACPI power button), then quit or kill what remains."""
+    from minivm import lab as lab_mod
     rep = reporter(quiet=quiet or json_output)
     results = lab_mod.down(lab_file, timeout=timeout, clean=clean, reporter=rep)
     if json_output:

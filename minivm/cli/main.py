@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from minivm.cli import appliance, build, kernel, lab, run
+from minivm.cli import appliance, build, common, kernel, lab, run
 
 app = typer.Typer(
     name="minivm",
@@ -13,6 +15,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(debug: Annotated[bool, typer.Option(
+        "--debug", help="Print every program minivm runs (its command line) and, on an "
+                        "error, the full traceback.")] = False) -> None:
+    """Turn a Docker image into a MiniVM: a small QEMU VM and a GNS3 appliance."""
+    if debug:
+        common.enable_debug()
+
+
 app.add_typer(kernel.app, name="kernel")
 app.command("build")(build.build)
 app.command("appliance")(appliance.appliance)

@@ -8,17 +8,16 @@ import tempfile
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from minivm.cli.common import Quiet, reporter, user_errors
 from minivm.errors import MinivmError
-from minivm.gns3 import reader
-from minivm.run import which
-from minivm.ui import Reporter
-from minivm.vm import accel as accel_mod
-from minivm.vm import console, qemu, vmctl
+from minivm.run import spawn, which
+
+if TYPE_CHECKING:
+    from minivm.ui import Reporter
 
 
 @user_errors
@@ -44,6 +43,10 @@ def run(
     Its adapters are not connected (use `minivm lab` for links). The appliance's images are
     never written: the VM writes to its own overlays.
     """
+    from minivm.gns3 import reader
+    from minivm.vm import accel as accel_mod
+    from minivm.vm import qemu
+
     rep = reporter(quiet=quiet)
     app = reader.load(name)
     which("qemu-system-x86_64")
@@ -74,10 +77,11 @@ def run(
 
 def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter) -> int:
     """Start QEMU paused, attach the console, start the guest; stop it when detached."""
+    from minivm.vm import console, vmctl
+
     errlog = (workdir / "qemu.log").open("wb")
     # A foreground child with a console: not a run()-to-completion program.
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=errlog, start_new_session=True)
+    proc = spawn(argv, stderr=errlog, new_session=True)
     try:
         for path in (qmp, sock):
             try:

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, remove
 from minivm.image.tarstream import Entry, read_entries, write_entries
-from minivm.run import run, which
+from minivm.run import run, spawn, which
 from minivm.ui import Reporter
 
 BLOCK = 4096
@@ -205,7 +205,7 @@ def _write_mke2fs(entries: Iterable[Entry], raw: Path, *, label: str, uuid: uuid
 def _unpack(entries: Iterable[Entry], tree: Path, fake: list[str], reporter: Reporter) -> None:
     cmd = fake + [which("tar"), "-x", "-p", "--numeric-owner", "--xattrs",
                   "--xattrs-include=*", "--no-overwrite-dir", "-C", str(tree), "-f", "-"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(cmd, stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)

@@ -286,7 +286,3 @@ def remove_image(client: APIClient, image_id: str) -> None:
     with suppress(docker.errors.APIError):
         client.remove_image(image_id, force=True, noprune=False)
 
-
-def dump(obj: Any) -> str:
-    """Compact, sorted JSON (for cache keys and stored configs)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from minivm.errors import MinivmError
-from minivm.run import which
+from minivm.run import spawn, which
 from minivm.ui import Reporter
 
 Accel = Literal["kvm", "tcg"]
@@ -43,8 +43,7 @@ def kvm_works(timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
         argv = [qemu, "-accel", "kvm", "-nodefaults", "-display", "none", "-m", "16",
                 "-drive", f"file={disk},format=raw,if=ide", "-boot", "order=c",
                 "-device", f"isa-debug-exit,iobase={_EXIT_PORT:#x},iosize=0x01"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = spawn(argv)
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
