@@ -189,3 +189,31 @@ def test_size_option_is_honoured(tmp_path, quiet):
     archive = classic_archive(tmp_path / "a.tar", [[member("f", b"x" * 1000)]])
     result = builder.build(str(archive), reporter=quiet, output_dir=tmp_path / "out", size=96 << 20)
     assert result.record["fs_size"] == 96 << 20
+
+
+def test_two_contexts_with_one_folder_name_never_share_a_disk(tmp_path, docker_api):
+    """./a/app and ./b/app both want build/app/: the second is refused (the first's disk is
+    kept) until it is given a name of its own."""
+    from minivm.ui import Reporter
+
+    contexts = []
+    for side in ("a", "b"):
+        ctx = tmp_path / side / "app"
+        ctx.mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(f"FROM minivm-test/busybox\nRUN echo {side} > /side\n")
+        contexts.append(ctx)
+    out = tmp_path / "out"
+    first = builder.build(str(contexts[0]), reporter=Reporter(quiet=True), output_dir=out)
+    with pytest.raises(MinivmError, match=r"holds the build of .*a/app.*--name NAME"):
+        builder.build(str(contexts[1]), reporter=Reporter(quiet=True), output_dir=out)
+    assert first.qcow2.is_file()
+    second = builder.build(str(contexts[1]), reporter=Reporter(quiet=True), output_dir=out,
+                           name="app-b")
+    assert second.folder == out / "app-b" and second.qcow2.is_file() and first.qcow2.is_file()
+    with pytest.raises(MinivmError, match=r"--name 'bad name' is not a usable name"):
+        builder.build(str(contexts[1]), reporter=Reporter(quiet=True), output_dir=out,
+                      name="bad name")
+    from minivm.image.engine import remove_image
+
+    for result in (first, second):
+        remove_image(docker_api, result.image_id)

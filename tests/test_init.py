@@ -130,6 +130,25 @@ def test_hostname_from_the_images_etc_hostname(kit, out):
 
 
 @pytest.mark.boot
+def test_hostname_from_the_ip_argument(kit, out):
+    """The hostname field of ip= names the guest (as the kernel's own ip= does), before the
+    image's /etc/hostname; hostname= still wins over both."""
+    ctx = write_context(out / "ctx" / "hostfile", {
+        "Dockerfile": """\
+            FROM minivm-test/busybox
+            COPY hostname /etc/hostname
+            CMD ["sh", "-c", "echo HOST=$(hostname)"]
+        """, "hostname": "from-etc-hostname\n"})
+    disk = build_disk(ctx, out).qcow2
+    for append, expected in (("ip=10.0.0.1/24::::r1:eth0", "r1"),
+                             ("ip=10.0.0.1/24::::r1:eth0 hostname=r9", "r9")):
+        with boot(kit, disk, snapshot=True, append=f"minivm.console=off {append}") as vm:
+            match = vm.expect(r"HOST=(\S+)\n", timeout=90)
+            vm.wait_exit(timeout=30)
+        assert match[1] == expected, append
+
+
+@pytest.mark.boot
 def test_scratch_image_with_one_static_binary(kit, out):
     ctx = write_context(out / "ctx" / "scratchimg", {
         "Dockerfile": """\

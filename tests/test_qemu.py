@@ -253,3 +253,14 @@ def test_auto_probes_kvm_within_seconds() -> None:
     assert time.monotonic() - start < accel.PROBE_TIMEOUT + 2
     chosen = accel.choose("auto")
     assert chosen == ("kvm" if works else "tcg"), why
+
+
+def test_lab_nodes_are_named_after_themselves_unless_told_otherwise():
+    from minivm.lab.spec import with_hostname
+
+    assert with_hostname("r1", "") == "hostname=r1"
+    assert with_hostname("r1", "quiet") == "hostname=r1 quiet"
+    assert with_hostname("r1", "ip=10.0.0.1/24::::core:eth0") == "ip=10.0.0.1/24::::core:eth0"
+    assert with_hostname("r1", "ip=10.0.0.1/24 hostname=x") == "ip=10.0.0.1/24 hostname=x"
+    assert with_hostname("r1", "ip=10.0.0.1/24") == "hostname=r1 ip=10.0.0.1/24"
+

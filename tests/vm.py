@@ -79,6 +79,12 @@ def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "consol
     return argv + disk_args(disks or []) + list(extra or [])
 
 
+# A terminal's answer to the cursor-position query (ESC [ 6 n) that line editors send: a
+# console that never answers makes busybox ash wait and drop what is typed meanwhile.
+DSR = b"\x1b[6n"
+CURSOR_AT_1_1 = "\x1b[1;1R"
+
+
 class VM:
     """A running QEMU whose serial console is read into ``output`` as it arrives."""
 
@@ -91,6 +97,7 @@ class VM:
         self._pos = 0
         self._cond = threading.Condition()
         self._eof = False
+        self._typing = threading.Lock()
         self._log = log.open("ab") if log else None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -101,6 +108,8 @@ class VM:
         fd = self.proc.stdout.fileno()
         while True:
             chunk = os.read(fd, 65536)
+            if DSR in chunk:  # busybox ash asks where the cursor is before its prompt
+                self.send(CURSOR_AT_1_1)
             with self._cond:
                 self._text += decoder.decode(chunk, final=not chunk).replace("\r", "")
                 self._eof = not chunk
@@ -143,8 +152,9 @@ class VM:
     def send(self, text: str) -> None:
         """Type ``text`` on the console."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
+        with self._typing:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
 
     def sendline(self, text: str = "") -> None:
         self.send(text + "\n")

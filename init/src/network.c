@@ -216,12 +216,32 @@ static const char *ifupdown(void)
 	return NULL;
 }
 
+/* Whether the image's /etc/network/interfaces configures lo itself: then ifup adds its
+ * address, and bringing lo up first (which gives it 127.0.0.1) would make ifup fail with
+ * "RTNETLINK answers: File exists". */
+static bool interfaces_configure_lo(void)
+{
+	char *data = read_file("/etc/network/interfaces", NULL);
+	bool found = false;
+	for (char *line = data; line && *line && !found;) {
+		char *end = strchr(line, '\n');
+		if (end)
+			*end = 0;
+		line += strspn(line, " \t");
+		found = !strncmp(line, "iface", 5) && strstr(line, " lo ") != NULL;
+		line = end ? end + 1 : NULL;
+	}
+	free(data);
+	return found;
+}
+
 void network_up(const char *hostname)
 {
 	coldplug_network();
-	set_flags("lo", IFF_UP);
 	int nics = name_adapters();
 	const char *ifup = ifupdown();
+	if (kcmd.nip || !ifup || !interfaces_configure_lo())
+		set_flags("lo", IFF_UP);
 	if (kcmd.nip) {
 		for (int i = 0; i < kcmd.nip; i++)
 			apply_ip(kcmd.ip[i], nics, hostname);
@@ -242,11 +262,30 @@ const char *static_ip_of_eth0(void)
 	return eth0_ip[0] ? eth0_ip : NULL;
 }
 
-/* hostname= on the command line, else the image's /etc/hostname, else the appliance name. */
+/* The <hostname> field (the fifth) of an ip= argument, copied into buf; NULL when empty. */
+static const char *ip_hostname(const char *spec, char *buf, size_t len)
+{
+	const char *s = spec;
+	for (int field = 0; field < 4 && s; field++) {
+		s = strchr(s, ':');
+		if (s)
+			s++;
+	}
+	if (!s || !*s || *s == ':')
+		return NULL;
+	scopy(buf, len, s);
+	buf[strcspn(buf, ":")] = 0;
+	return buf;
+}
+
+/* hostname= on the command line, else the hostname field of an ip= argument (as the kernel's
+ * own ip= does), else the image's /etc/hostname, else the appliance name. */
 void setup_hostname(char *out, size_t outlen)
 {
-	char *file = NULL;
+	char *file = NULL, from_ip[HOST_NAME_MAX + 1];
 	const char *name = kcmd.hostname;
+	for (int i = 0; !name && i < kcmd.nip; i++)
+		name = ip_hostname(kcmd.ip[i], from_ip, sizeof(from_ip));
 	if (!name && (file = read_file("/etc/hostname", NULL))) {
 		file[strcspn(file, " \t\r\n")] = 0;
 		name = *file ? file : NULL;

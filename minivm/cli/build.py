@@ -23,6 +23,9 @@ def build(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Output folder (default: build/).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Name of the outputs and the appliance (default: from the source, "
+                       "e.g. the context folder's name).")] = None,
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
@@ -33,7 +36,8 @@ def build(
 
     report = reporter(quiet=quiet, json_output=json_output)
     result = builder.build(source, reporter=report, backend=backend, output_dir=output,
-                           size=disk.parse_size(size) if size else None, force=force)
+                           size=disk.parse_size(size) if size else None, force=force,
+                           name=name)
     # The GNS3 appliance bundle: written when a kernel kit exists, else a hint.
     bundle = bundles.after_build(result.name, folder=result.folder, reporter=report)
     if json_output:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from minivm import cache
+from minivm.errors import MinivmError
 from minivm.fsutil import file_record, remove, sha256_tree
 from minivm.image import disk, engine, inject, layers
 from minivm.image.archive import open_archive
@@ -52,11 +53,16 @@ def build(
     backend: str = "auto",
     output_dir: Path | None = None,
     force: bool = False,
+    name: str | None = None,
 ) -> BuildResult:
-    """Build the root disk of ``text`` (see :func:`minivm.image.source.classify`)."""
+    """Build the root disk of ``text`` (see :func:`minivm.image.source.classify`) into
+    ``<output>/<name>/``; ``name`` defaults to one derived from the source."""
     started = time.monotonic()
     source = classify(text)
+    if name:
+        source = source.named(name)
     folder = (output_dir or build_dir()) / source.name
+    _check_owner(folder, source)
     chosen = disk.pick_backend(backend)
     inputs = {"name": source.name, "init": sha256_tree(init_dir()), "size": size,
               "backend": chosen}
@@ -84,6 +90,7 @@ def build(
     reporter.seconds["total"] = round(time.monotonic() - started, 3)
     record = {
         "key": key, "context_key": context_key, "name": source.name, "source": source.text,
+        "source_id": source.identity,
         "image_id": image_id, "config": config.to_json(), "backend": result.backend,
         "fs_size": result.fs_size, "content_bytes": result.content_bytes,
         "entries": result.entries, "outputs": {"root": file_record(qcow2)},
@@ -93,6 +100,17 @@ def build(
     reporter.info(f"[green]✓[/] {qcow2} ({qcow2.stat().st_size / 1e6:.1f} MB, "
                   f"backend {result.backend}, {reporter.seconds['total']:.1f} s)")
     return BuildResult(source.name, folder, qcow2, image_id, config, result.backend, False, record)
+
+
+def _check_owner(folder: Path, source: Source) -> None:
+    """Refuse to build into a folder that holds the build of another source: the new build
+    would replace (delete) the other's disk. ``./a/app`` and ``./b/app`` both want ``app``."""
+    record = cache.load(folder)
+    if record and record.get("source_id") not in (None, source.identity):
+        raise MinivmError(
+            f"{folder} holds the build of {record.get('source')} ({record['source_id']}), "
+            f"not of {source.text}",
+            hint=f"give this build another name: minivm build {source.text} --name NAME")
 
 
 def _cached(record: dict[str, Any], folder: Path, reporter: Reporter,

@@ -4,13 +4,15 @@ an image reference."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
 from minivm.errors import MinivmError
 from minivm.image.archive import is_archive
 from minivm.paths import images_dir
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class Kind(Enum):
@@ -27,13 +29,30 @@ class Source:
     name: str
     text: str
     path: Path | None = None
+    shipped: bool = False
+
+    @property
+    def identity(self) -> str:
+        """What this source is, whatever the words that named it: two builds with the same
+        identity are builds of the same thing (and may share an output folder)."""
+        if self.shipped:
+            return f"shipped:{self.name}"
+        return str(self.path) if self.path else self.text
+
+    def named(self, name: str) -> Source:
+        """The same source, its outputs named ``name`` (``minivm build --name``)."""
+        if not NAME.fullmatch(name):
+            raise MinivmError(f"--name {name!r} is not a usable name",
+                              hint="use letters, digits, '.', '_' and '-', starting with a "
+                                   "letter or digit")
+        return replace(self, name=name)
 
 
 def classify(text: str) -> Source:
     """Decide what ``text`` names; a MinivmError when it names nothing that exists."""
     shipped = images_dir() / text
     if "/" not in text and (shipped / "Dockerfile").is_file():
-        return Source(Kind.CONTEXT, text, text, shipped)
+        return Source(Kind.CONTEXT, text, text, shipped, shipped=True)
     path = Path(text).expanduser()
     looks_like_path = text.startswith((".", "/", "~")) or text.endswith((".tar", ".tar.gz"))
     if path.is_dir() and (path / "Dockerfile").is_file():

@@ -114,7 +114,8 @@ def load(path: Path) -> Lab:
         nodes[name] = Node(name=name, appliance=app,
                            ram=_int(spec.get("ram", app.ram), where, f"{name}.ram"),
                            cpus=_int(spec.get("cpus", app.cpus), where, f"{name}.cpus"),
-                           append=str(spec.get("append", "") or ""), adapters=adapters)
+                           append=with_hostname(name, str(spec.get("append", "") or "")),
+                           adapters=adapters)
     links = _links(data.get("links") or [], nodes, where)
     accel = str(data.get("accel", "auto"))
     console = str(data.get("console", "telnet"))
@@ -186,4 +187,16 @@ def _endpoint(part: str, text: str, nodes: dict[str, Node], where: str) -> tuple
                           f"({node.adapters} adapter(s): eth0..eth{node.adapters - 1})")
     return name, index
 
+
+def with_hostname(name: str, append: str) -> str:
+    """The node's kernel arguments, naming the guest after the node (``hostname=NAME``) unless
+    they name it already (``hostname=``, or the hostname field of an ``ip=`` argument)."""
+    for word in append.split():
+        if word.startswith("hostname="):
+            return append
+        if word.startswith("ip="):
+            fields = word[3:].split(":")
+            if len(fields) > 4 and fields[4]:
+                return append
+    return f"hostname={name} {append}".strip()
 
