@@ -16,6 +16,17 @@ os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
 os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 
 REPO = Path(__file__).resolve().parent.parent
+# Fixtures that reach a real engine, QEMU or a built kit: a test using one is an integration test.
+INTEGRATION_FIXTURES = {"docker_api", "image_tags", "kernel_kit", "kit"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test ``unit`` or ``integration`` (``pytest -m unit`` runs in seconds)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        heavy = {"engine", "boot", "gns3"} & {m.name for m in item.iter_markers()}
+        item.add_marker(pytest.mark.integration if heavy or fixtures & INTEGRATION_FIXTURES
+                        else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def run(
 
     rep = reporter(quiet=quiet)
     app = reader.load(name)
-    which("qemu-system-x86_64")
+    which(qemu.QEMU)
     chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
     with ExitStack() as stack:
         if disk_dir is None:

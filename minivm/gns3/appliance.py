@@ -27,9 +27,11 @@ import yaml
 from minivm import cache
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, atomic_write_bytes, md5_file, remove
+from minivm.image.config import short_id
 from minivm.kit import kernel
 from minivm.paths import ROOT_LABEL, appliances_dir, build_dir, images_dir
 from minivm.ui import Reporter
+from minivm.vm.qemu import FORBIDDEN_OPTIONS as GNS3_REFUSED_OPTIONS
 
 METADATA_FILE = "appliance.yaml"
 DEFAULTS_FILE = "defaults.yaml"
@@ -60,8 +62,8 @@ BOOT_PRIORITIES = ("d", "c", "dc", "cd", "n", "nc", "nd", "cn", "dn")
 COMPRESSIONS = ("bzip2", "gzip", "lzma", "xz", "rar", "zip", "7z")
 # GNS3 refuses these in `options`; minivm also refuses what would fight its own kernel boot.
 FORBIDDEN_OPTIONS = frozenset(
-    {o for base in ("blockdev", "drive", "hda", "hdb", "hdc", "hdd", "fsdev", "virtfs", "nic",
-                    "netdev", "kernel", "initrd", "append") for o in (f"-{base}", f"--{base}")})
+    {o for base in (*(opt.lstrip("-") for opt in GNS3_REFUSED_OPTIONS), "kernel", "initrd",
+                    "append") for o in (f"-{base}", f"--{base}")})
 
 TOP_REQUIRED = ("appliance_id", "name", "category", "description", "vendor_name", "vendor_url",
                 "product_name", "registry_version", "status", "maintainer", "maintainer_email")
@@ -258,7 +260,8 @@ def label_metadata(labels: dict[str, str], *, image: str) -> dict[str, Any]:
         if isinstance(rule, tuple) and rule[0] == "int":
             if not re.fullmatch(r"\d+", value.strip()):
                 raise _type_error(where, key, "int", value)
-            value = int(value)
+            out[key] = _metadata_value(key, int(value), where)
+            continue
         out[key] = _metadata_value(key, value, where)
     return out
 
@@ -433,7 +436,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         if path is not None and not path.is_file():
             raise MinivmError(f"the kernel kit lacks its {role} file {path}",
                               hint="run `minivm kernel build`")
-    image12 = str(record["image_id"]).split(":")[-1][:12]
+    image12 = short_id(str(record["image_id"]))
     gns3a = folder / f"{name}.gns3a"
     previous = _named_files(gns3a)
     how = {role: place(path, folder / path.name)
@@ -537,7 +540,7 @@ def model_problems(data: dict[str, Any]) -> list[str]:
         if isinstance(qemu, dict) and isinstance(qemu.get("options"), str) \
                 and (why := options_problem(qemu["options"])):
             problems.append(f"qemu.options: {why}")
-    images = data.get("images") if isinstance(data.get("images"), list) else []
+    images: list[Any] = data["images"] if isinstance(data.get("images"), list) else []
     names: set[str] = set()
     for i, image in enumerate(images):
         problems += _object_problems(image, IMAGE_KEYS, IMAGE_REQUIRED, f"images[{i}]")
@@ -548,7 +551,7 @@ def model_problems(data: dict[str, Any]) -> list[str]:
             if filename in names:
                 problems.append(f"images[{i}].filename {filename!r} is listed twice")
             names.add(filename)
-    versions = data.get("versions") if isinstance(data.get("versions"), list) else []
+    versions: list[Any] = data["versions"] if isinstance(data.get("versions"), list) else []
     if not versions:
         problems.append("appliance has no versions[] (GNS3 would have nothing to install)")
     for i, version in enumerate(versions):
@@ -576,7 +579,7 @@ def model_problems(data: dict[str, Any]) -> list[str]:
 
 def kernel_problems(data: dict[str, Any]) -> list[str]:
     """Why the kernel command line would not boot a MiniVM with a console GNS3 can show."""
-    qemu = data.get("qemu") if isinstance(data.get("qemu"), dict) else {}
+    qemu: dict[str, Any] = data["qemu"] if isinstance(data.get("qemu"), dict) else {}
     line = qemu.get("kernel_command_line")
     kernel_used = any(isinstance(v, dict) and isinstance(v.get("images"), dict)
                       and "kernel_image" in v["images"] for v in data.get("versions") or [])

@@ -15,8 +15,7 @@ from typing import Any
 
 from minivm.errors import MinivmError
 from minivm.paths import build_dir
-
-DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
+from minivm.vm.qemu import DISK_INTERFACES
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ opened one at a time, in order, by :mod:`minivm.image.layers`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tarfile
@@ -13,10 +14,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from minivm.errors import MinivmError
-from minivm.image.engine import ImageConfig
+from minivm.image.config import ImageConfig
 
 MEDIA_INDEX = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -72,7 +73,7 @@ def open_archive(path: Path) -> ImageArchive:
         if not store.has(name):
             raise MinivmError(f"{where}: layer {name} is missing",
                               hint="the archive is incomplete; save it again")
-    layers = [Layer(name, lambda n=name: store.open(n)) for name in layer_names]
+    layers = [Layer(name, functools.partial(store.open, name)) for name in layer_names]
     return ImageArchive(path, ImageConfig.from_docker(image_id, config.get("config"),
                                                              config.get("created")), layers)
 
@@ -156,7 +157,7 @@ class _TarStore(_Store):
             member = self.members[name]
         f = self.tar.extractfile(member)
         assert f is not None
-        return nullcontext(f)  # type: ignore[return-value]
+        return nullcontext(cast(BinaryIO, f))
 
 
 def _normalise(path: str) -> str:

@@ -21,7 +21,7 @@ from minivm.errors import MinivmError
 from minivm.fsutil import file_record, remove, sha256_tree
 from minivm.image import disk, engine, inject, layers
 from minivm.image.archive import open_archive
-from minivm.image.engine import ImageConfig
+from minivm.image.config import SHADOWED, ImageConfig, short_id
 from minivm.image.rootfs import RootfsStats, compose
 from minivm.image.source import Kind, Source, classify
 from minivm.image.tarstream import Entry, read_entries
@@ -77,7 +77,7 @@ def build(
         if not force and (record := cache.fresh(folder, key)):
             return _cached(record, folder, reporter, started)
         injection = inject.prepare(reporter=reporter)
-        qcow2 = folder / f"{source.name}-{_short(image_id)}.qcow2"
+        qcow2 = folder / f"{source.name}-{short_id(image_id)}.qcow2"
         composed = compose(entries, config=config, name=source.name, injection=injection.root,
                            stats=RootfsStats(), from_engine=client is not None, where=source.text,
                            stamp=_timestamp(config), shadowed=shadowed)
@@ -117,8 +117,8 @@ def _cached(record: dict[str, Any], folder: Path, reporter: Reporter,
             started: float) -> BuildResult:
     qcow2 = Path(record["outputs"]["root"]["path"])
     reporter.seconds = {"total": round(time.monotonic() - started, 3)}
-    reporter.info(f"[green]✓[/] up to date (image {_short(record['image_id'])} and injected files "
-                  f"unchanged): {qcow2}")
+    reporter.info(f"[green]✓[/] up to date (image {short_id(record['image_id'])} and injected "
+                  f"files unchanged): {qcow2}")
     config = ImageConfig(**{k: v for k, v in record["config"].items()})
     return BuildResult(record["name"], folder, qcow2, record["image_id"], config,
                        record["backend"], True, record)
@@ -179,11 +179,11 @@ def _open_image(client: Any, source: Source, *, reporter: Reporter,
     else:
         image_id = engine.resolve_image(client, source.text, reporter=reporter)
     config = engine.image_config(client, image_id)
-    reporter.info(f"exporting image {_short(image_id)} from the engine (streamed, never run)")
+    reporter.info(f"exporting image {short_id(image_id)} from the engine (streamed, never run)")
     with ThreadPoolExecutor(max_workers=1) as pool, \
             engine.exported_filesystem(client, image_id) as stream:
         # Read alongside the export, on a client of its own; needed only at the end.
-        hidden = pool.submit(engine.image_files, engine.connect(), image_id, engine.SHADOWED)
+        hidden = pool.submit(engine.image_files, engine.connect(), image_id, SHADOWED)
         yield (image_id, config, read_entries(stream, where=f"export of {source.text}"),
                hidden.result)
 
@@ -193,5 +193,3 @@ def _timestamp(config: ImageConfig) -> int:
     return config.created or 1
 
 
-def _short(image_id: str) -> str:
-    return image_id.split(":")[-1][:12]

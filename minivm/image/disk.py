@@ -22,7 +22,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, remove
@@ -122,7 +122,8 @@ def write_qcow2(
 ) -> DiskResult:
     """Write the tar stream (or entries) ``source`` as an ext4 in a compressed QCOW2 at
     ``output``: whole or not at all."""
-    entries = read_entries(source, where="tar stream") if hasattr(source, "read") else source
+    entries = (read_entries(cast(BinaryIO, source), where="tar stream")
+               if hasattr(source, "read") else source)
     chosen = pick_backend(backend)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".minivm-", dir=output.parent) as tmp:
@@ -207,13 +208,14 @@ def _unpack(entries: Iterable[Entry], tree: Path, fake: list[str], reporter: Rep
                   "--xattrs-include=*", "--no-overwrite-dir", "-C", str(tree), "-f", "-"]
     proc = spawn(cmd, stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
+    stdin, stderr = cast(BinaryIO, proc.stdin), proc.stderr
     errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
     reader.start()
     try:
         with reporter.bytes("unpacked") as advance:
-            write_entries(_advancing(entries, advance), proc.stdin)
-        proc.stdin.close()
+            write_entries(_advancing(entries, advance), stdin)
+        stdin.close()
     except BrokenPipeError:
         pass
     except BaseException:
@@ -262,7 +264,7 @@ def _fix_times(raw: Path, content: _Content, timestamp: int) -> None:
     """Set atime and ctime of every written path to its mtime (and the root's to timestamp).
 
     Folders get their mtime again too: unpacking may have touched it after setting it."""
-    lines = []
+    lines: list[str] = []
     for name, mtime in sorted(content.mtimes.items()):
         if "\n" in name:
             continue

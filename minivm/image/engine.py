@@ -10,8 +10,6 @@ import re
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +18,7 @@ import docker.errors
 from docker import APIClient
 
 from minivm.errors import MinivmError
+from minivm.image.config import ImageConfig
 from minivm.ui import Reporter
 
 START_HINT = (
@@ -27,76 +26,6 @@ START_HINT = (
     "or set DOCKER_HOST; a user must be in the `docker` group"
 )
 LOG_TAIL_LINES = 8
-
-# Files the engine puts in every container (its "init layer"), not the image's own content.
-# When they are empty (the image had none), they are dropped from an export so that the
-# engine path and the daemonless path give the same tree (see is_container_artifact).
-ENGINE_ARTIFACTS = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"}
-ENGINE_FOLDERS = {"dev/pts", "dev/shm"}
-ENGINE_MTAB = ("etc/mtab", "/proc/mounts")
-# Of those, the files whose image version the init layer hides: an export always shows them
-# empty, so their real content is read from the image's layers (see image_files).
-SHADOWED = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """What the init needs from an image's config, as Docker stores it."""
-
-    image_id: str
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    exposed_ports: list[str] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)
-    created: int = 0
-
-    @classmethod
-    def from_docker(cls, image_id: str, config: dict[str, Any] | None,
-                    created: str | None = None) -> ImageConfig:
-        """Read the ``Config`` object of an image (engine inspect or archive config blob)."""
-        config = config or {}
-        return cls(
-            image_id=image_id,
-            created=_epoch(created),
-            entrypoint=list(config.get("Entrypoint") or []),
-            cmd=list(config.get("Cmd") or []),
-            env=list(config.get("Env") or []),
-            workdir=config.get("WorkingDir") or "",
-            user=config.get("User") or "",
-            exposed_ports=sorted(config.get("ExposedPorts") or {}),
-            labels=dict(sorted((config.get("Labels") or {}).items())),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "image_id": self.image_id, "entrypoint": self.entrypoint, "cmd": self.cmd,
-            "env": self.env, "workdir": self.workdir, "user": self.user,
-            "exposed_ports": self.exposed_ports, "labels": self.labels, "created": self.created,
-        }
-
-
-def _epoch(created: str | None) -> int:
-    """Seconds since the epoch of an RFC 3339 time as Docker writes it (0 when absent)."""
-    if not created:
-        return 0
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", created)
-    if not match:
-        return 0
-    return int(datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC).timestamp())
-
-
-def is_container_artifact(info: tarfile.TarInfo) -> bool:
-    """Whether an exported entry (name relative, no ``./``) is one the engine adds to every
-    container rather than one of the image's own."""
-    if info.name in ENGINE_FOLDERS:
-        return info.isdir()
-    if info.name == ENGINE_MTAB[0]:
-        return info.issym() and info.linkname == ENGINE_MTAB[1]
-    return info.name in ENGINE_ARTIFACTS and info.isreg() and info.size == 0
-
 
 def connect() -> APIClient:
     """A client for the engine named by DOCKER_HOST (default: the local socket), checked alive."""
@@ -131,7 +60,8 @@ def build_image(
     dockerfile_path = context / (dockerfile or "Dockerfile")
     if not dockerfile_path.is_file():
         raise MinivmError(f"no Dockerfile in {context}", hint="add one, or name another folder")
-    step, tail, image_id = "", [], None
+    step, image_id = "", None
+    tail: list[str] = []
     try:
         stream = client.build(
             path=str(context), dockerfile=dockerfile, target=target, buildargs=buildargs,

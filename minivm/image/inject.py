@@ -12,11 +12,13 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from minivm import paths
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, sha256_tree
 from minivm.image import engine
+from minivm.image.config import is_container_artifact
 from minivm.paths import init_dir
 from minivm.ui import Reporter
 
@@ -65,17 +67,17 @@ def prepare(*, reporter: Reporter, source: Path | None = None) -> Injection:
     return Injection(folder / TREE, digest)
 
 
-def _extract(stream: object, dest: Path) -> None:
+def _extract(stream: BinaryIO, dest: Path) -> None:
     """Unpack the exported tree: directories, files and symlinks only, engine artifacts left
     out, nothing outside ``dest``."""
     dest.mkdir()
-    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             name = info.name.removeprefix("./").strip("/")
             if not name or name.split("/")[0] in SKIP_TOP:
                 continue
             info.name = name
-            if engine.is_container_artifact(info):
+            if is_container_artifact(info):
                 continue
             if not (info.isdir() or info.isreg() or info.issym()):
                 continue

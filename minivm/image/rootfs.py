@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minivm.image.engine import SHADOWED, ImageConfig, is_container_artifact
+from minivm.image.config import SHADOWED, ImageConfig, is_container_artifact
 from minivm.image.tarstream import Entry, SymlinkGuard
 
 MINIVM_DIR = ".minivm"
@@ -79,7 +79,7 @@ def compose(
     ``stamp`` (the image's creation time) dates what minivm adds, and no time is later than it:
     the folders the engine touches when it creates a container must not date the disk.
     ``shadowed`` gives the image's own version of the files an engine export shows empty
-    (:data:`minivm.image.engine.SHADOWED`); they are written at the end.
+    (:data:`minivm.image.config.SHADOWED`); they are written at the end.
     """
     guard = SymlinkGuard(where)
     seen: set[str] = set()
@@ -97,10 +97,10 @@ def compose(
             folders.add(info.name)
         yield info, data
     extra: list[Entry] = []
-    for info, data in (shadowed() if shadowed else {}).values():
+    for info, content in (shadowed() if shadowed else {}).values():
         info.mtime = min(info.mtime, stamp)
         seen.add(info.name)
-        extra.append((info, io.BytesIO(data)))
+        extra.append((info, io.BytesIO(content)))
     for rel, mode in sorted(STANDARD_DIRS.items()):
         if rel not in seen:
             extra.append((_dir(rel, mode, stamp), None))

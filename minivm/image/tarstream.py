@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from minivm.errors import MinivmError
 
@@ -38,7 +38,7 @@ def read_entries(stream: BinaryIO, *, where: str) -> Iterator[Entry]:
                 info.name = safe_name(info.name, where=where)
                 if info.islnk():
                     info.linkname = safe_name(info.linkname, where=where)
-                yield info, tar.extractfile(info) if info.isreg() else None
+                yield info, cast(BinaryIO, tar.extractfile(info)) if info.isreg() else None
     except (tarfile.TarError, EOFError, OSError) as e:
         raise MinivmError(f"{where} is not a readable tar archive ({e})",
                           hint="the file is corrupt or truncated; save it again") from None

@@ -127,7 +127,8 @@ def write(tree: Tree, output: Path, *, compression: str = "gzip", mtime: int = 0
 
 def read_cpio(data: bytes) -> list[Entry]:
     """Parse an uncompressed newc archive (for tests and inspection)."""
-    entries, pos = [], 0
+    entries: list[Entry] = []
+    pos = 0
     while True:
         if data[pos:pos + 6] != b"070701":
             raise ValueError(f"not a newc header at offset {pos}")

@@ -42,7 +42,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
     Nothing is left half-way: when a node fails to start, the nodes this call started are
     stopped again and the overlays it created removed, and the error is raised.
     """
-    which("qemu-system-x86_64")
+    which(qemu.QEMU)
     which("qemu-img")
     with locked(lab.state_dir):
         state = read_state(lab.state_dir)
@@ -82,9 +82,9 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                         continue
                     key = endpoint_key(node, adapter)
                     port = state.ports.get(key, fixed)
-                    sock = holders.enter_context(hold_port(port, what=f"link end {key}"))
-                    held[key] = sock
-                    state.ports[key] = sock.getsockname()[1]
+                    holder = holders.enter_context(hold_port(port, what=f"link end {key}"))
+                    held[key] = holder
+                    state.ports[key] = holder.getsockname()[1]
                 consoles: dict[str, socket.socket] = {}
                 if lab.console == "telnet":
                     for name in todo:

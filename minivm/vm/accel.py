@@ -17,6 +17,7 @@ from typing import Literal
 from minivm.errors import MinivmError
 from minivm.run import spawn, which
 from minivm.ui import Reporter
+from minivm.vm.qemu import QEMU
 
 Accel = Literal["kvm", "tcg"]
 CHOICES = ("auto", "kvm", "tcg")
@@ -36,7 +37,7 @@ def kvm_works(timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
     """Whether a tiny guest runs to completion under KVM; with the reason when not."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
-    qemu = which("qemu-system-x86_64")
+    qemu = which(QEMU)
     with tempfile.TemporaryDirectory(prefix="minivm-kvm-") as tmp:
         disk = Path(tmp) / "probe.img"
         disk.write_bytes(_boot_sector())

@@ -32,12 +32,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
-from minivm.gns3.reader import Appliance
 from minivm.run import run
+
+if TYPE_CHECKING:
+    from minivm.gns3.reader import Appliance
 
 QEMU = "qemu-system-x86_64"
 ConsoleKind = Literal["telnet", "unix", "stdio", "none"]
@@ -45,6 +47,8 @@ ConsoleKind = Literal["telnet", "unix", "stdio", "none"]
 # Options GNS3 refuses in an appliance's "options" (the disks and the network are its own).
 FORBIDDEN_OPTIONS = ("-drive", "-hda", "-hdb", "-hdc", "-hdd", "-blockdev", "-fsdev",
                      "-virtfs", "-nic", "-netdev")
+# Disk interfaces this command line builds, as GNS3 names them.
+DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
 NICS_PER_BRIDGE = 32
 
 
