@@ -11,7 +11,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 RESOURCES = ("kernel", "init", "appliances", "images")
-IGNORED = shutil.ignore_patterns(".gitignore", "__pycache__", "*.o", "*.pyc")
+IGNORED = shutil.ignore_patterns("__pycache__")  # as the cache keys (fsutil.sha256_tree)
 
 
 class BuildPyWithResources(build_py):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,14 +61,21 @@ def md5_file(path: Path) -> str:
 def sha256_tree(root: Path) -> str:
     """A digest of a folder's names, modes and contents (for cache keys)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if "__pycache__" not in p.parts):
-        rel = path.relative_to(root).as_posix()
-        st = path.lstat()
+    names: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        names += [prefix + n for n in dirs + files]
+    for rel in sorted(names, key=lambda n: n.split("/")):  # the order Path sorting gives
+        path = os.path.join(root, rel)
+        st = os.lstat(path)
         digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
-        if path.is_symlink():
+        if stat.S_ISLNK(st.st_mode):
             digest.update(os.readlink(path).encode())
-        elif path.is_file():
-            digest.update(path.read_bytes())
+        elif stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                digest.update(f.read())
     return digest.hexdigest()
 
 

@@ -416,9 +416,15 @@ def values(name: str, meta: dict[str, Any], record: dict[str, Any],
     }
 
 
-def _file(role: str, path: Path, version: str) -> dict[str, Any]:
+def _file(role: str, path: Path, version: str,
+          known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A file's entry in the appliance. ``known``: the record (size, md5) written with the
+    file when it was made (build record, kit manifest): its md5 is reused while the size
+    matches, so that an unchanged bundle costs no hashing of ~50 MB."""
+    size = path.stat().st_size
+    md5 = known["md5"] if known and known.get("size") == size and known.get("md5") else None
     return {"role": role, "filename": path.name, "version": version,
-            "md5sum": md5_file(path), "filesize": path.stat().st_size}
+            "md5sum": md5 or md5_file(path), "filesize": size}
 
 
 def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
@@ -441,11 +447,15 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     previous = _named_files(gns3a)
     how = {role: place(path, folder / path.name)
            for role, path in kit_files.items() if path is not None}
-    files = {"root": _file("root", root, image12),
-             "kernel": _file("kernel", folder / kit.kernel.name, kit.kernel_version),
-             "initrd": _file("initrd", folder / kit.initrd.name, kit.folder.name)}
+    made = kit.manifest["files"]
+    files = {"root": _file("root", root, image12, record.get("outputs", {}).get("root")),
+             "kernel": _file("kernel", folder / kit.kernel.name, kit.kernel_version,
+                             made.get("kernel")),
+             "initrd": _file("initrd", folder / kit.initrd.name, kit.folder.name,
+                             made.get("initrd"))}
     if kit.modules is not None:
-        files["modules"] = _file("modules", folder / kit.modules.name, kit.folder.name)
+        files["modules"] = _file("modules", folder / kit.modules.name, kit.folder.name,
+                                 made.get("modules"))
     data = values(name, meta, record, files)
     text = _render(TEMPLATE, a=data)
     appliance = parse(text, where=f"{appliances_dir() / TEMPLATE} (rendered for {name})")
