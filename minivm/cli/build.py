@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.kinds import DiskBackend
 
 SOURCE_HELP = ("An image folder under images/, a Docker build context, an image the engine has "
                "(or can pull), or a `docker save` / OCI archive (no engine needed).")
@@ -18,8 +19,9 @@ def build(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)],
     size: Annotated[str | None, typer.Option(help="Filesystem size (512M, 2G); default: "
                                                   "from the content, with headroom.")] = None,
-    backend: Annotated[str, typer.Option(help="Disk writer: auto, mke2fs (root or fakeroot) "
-                                              "or guestfs (libguestfs).")] = "auto",
+    backend: Annotated[DiskBackend, typer.Option(
+        help="Disk writer: mke2fs (root or fakeroot) or guestfs (libguestfs).")
+        ] = DiskBackend.AUTO,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Output folder (default: build/).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,

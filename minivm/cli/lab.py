@@ -8,13 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.kinds import AccelChoice
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
                        "GNS3). See `minivm lab up --help` for the lab file.",
                   no_args_is_help=True)
 
 LabFile = Annotated[Path, typer.Argument(help="The lab file (YAML).", show_default=False)]
-Accel = Annotated[str | None, typer.Option(
+Accel = Annotated[AccelChoice | None, typer.Option(
     "--accel", help="auto (probe KVM, fall back to TCG), kvm or tcg; default: the lab's.")]
 
 

@@ -14,6 +14,7 @@ import typer
 
 from minivm.cli.common import Quiet, reporter, user_errors
 from minivm.errors import MinivmError
+from minivm.kinds import AccelChoice, ConsoleKind
 from minivm.run import spawn, which
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ def run(
     append: Annotated[list[str] | None, typer.Option(
         "--append", help="Kernel arguments added after the appliance's (repeatable), "
                          "e.g. --append single for the recovery shell.")] = None,
-    accel: Annotated[str, typer.Option(
-        help="auto (probe KVM, fall back to TCG), kvm or tcg.")] = "auto",
+    accel: Annotated[AccelChoice, typer.Option(
+        help="auto (probe KVM, fall back to TCG), kvm or tcg.")] = AccelChoice.AUTO,
     ram: Annotated[int | None, typer.Option(help="RAM in MB (default: the appliance's).")] = None,
     disk_dir: Annotated[Path | None, typer.Option(
         "--disk-dir", help="Keep the VM's disks (overlays) here and reuse them next time; "
@@ -65,7 +66,7 @@ def run(
         m = qemu.machine_from_appliance(
             app, name=app.name, node_id=uuid.uuid4(), disks=disks, ram=ram, accel=chosen,
             append=" ".join(append or []), qmp=qmp, paused=True,
-            console=qemu.Console("unix", path=sock, log=workdir / "console.log"))
+            console=qemu.Console(ConsoleKind.UNIX, path=sock, log=workdir / "console.log"))
         argv = qemu.command_line(m)
         if print_command:
             print(shlex.join(argv))

@@ -27,6 +27,7 @@ from typing import BinaryIO, cast
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, remove
 from minivm.image.tarstream import Entry, read_entries, write_entries
+from minivm.kinds import DiskBackend
 from minivm.run import run, spawn, which
 from minivm.ui import Reporter
 
@@ -34,7 +35,7 @@ BLOCK = 4096
 INODE_SIZE = 256
 MIB = 1 << 20
 MIN_SIZE = 64 * MIB
-BACKENDS = ("auto", "mke2fs", "guestfs")
+BACKENDS = tuple(DiskBackend)
 SCRATCH_TMPFS = Path("/dev/shm")
 
 
@@ -101,7 +102,7 @@ def pick_backend(requested: str = "auto") -> str:
         raise MinivmError(f"unknown disk backend {requested!r}",
                           hint=f"choose one of {', '.join(BACKENDS)}")
     if requested != "auto":
-        return requested
+        return str(requested)
     can_own = os.geteuid() == 0 or shutil.which("fakeroot")
     return "mke2fs" if can_own and shutil.which("mke2fs", path=_SBIN_PATH) else "guestfs"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from minivm.errors import MinivmError
 from minivm.fsutil import remove
+from minivm.kinds import ConsoleKind, NodeStatus
 from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
 from minivm.lab.spec import LOOPBACK, SOCKET_PATH_MAX, STOP_TIMEOUT, Lab, endpoint_key, state_dir_of
 from minivm.lab.state import (
@@ -116,10 +117,11 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
     created += new
     if console_hold is not None:
         port = console_hold.getsockname()[1]
-        console = qemu.Console("telnet", port=port, log=workdir / "console.log")
+        console = qemu.Console(ConsoleKind.TELNET, port=port, log=workdir / "console.log")
         address = f"telnet:{LOOPBACK}:{port}"
     else:
-        console = qemu.Console("unix", path=workdir / "console.sock", log=workdir / "console.log")
+        console = qemu.Console(ConsoleKind.UNIX, path=workdir / "console.sock",
+                               log=workdir / "console.log")
         address = f"unix:{workdir / 'console.sock'}"
     qmp = workdir / "qmp.sock"
     m = qemu.machine_from_appliance(
@@ -165,10 +167,11 @@ def status(lab: Lab) -> dict[str, Any]:
     nodes: dict[str, Any] = {}
     for name in lab.nodes:
         rec = state.nodes.get(name)
-        info: dict[str, Any] = {"status": "stopped"}
+        info: dict[str, Any] = {"status": NodeStatus.STOPPED}
         if rec:
             alive_now = running(rec)
-            info = {"status": "running" if alive_now else "crashed", "pid": rec["pid"],
+            info = {"status": NodeStatus.RUNNING if alive_now else NodeStatus.CRASHED,
+                    "pid": rec["pid"],
                     "console": rec["console"], "accel": rec.get("accel"),
                     "log": str(node_dir(lab, name) / "console.log")}
             if alive_now:

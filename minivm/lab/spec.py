@@ -12,6 +12,7 @@ import yaml
 
 from minivm.errors import MinivmError
 from minivm.gns3 import reader
+from minivm.kinds import ConsoleKind
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENDPOINT = re.compile(r"^(?P<node>[^:\s]+):(?P<port>[^:\s]+)$")
@@ -118,8 +119,8 @@ def load(path: Path) -> Lab:
                            adapters=adapters)
     links = _links(data.get("links") or [], nodes, where)
     accel = str(data.get("accel", "auto"))
-    console = str(data.get("console", "telnet"))
-    if console not in ("telnet", "unix"):
+    console = str(data.get("console", ConsoleKind.TELNET))
+    if console not in (ConsoleKind.TELNET, ConsoleKind.UNIX):
         raise MinivmError(f"{where}: console {console!r} is neither telnet nor unix")
     return Lab(path=path, nodes=nodes, links=links, accel=accel, console=console,
                digest=hashlib.sha256(raw).hexdigest()[:16])

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from minivm.errors import MinivmError
+from minivm.kinds import AccelChoice
 from minivm.run import spawn, which
 from minivm.ui import Reporter
 from minivm.vm.qemu import QEMU
 
 Accel = Literal["kvm", "tcg"]
-CHOICES = ("auto", "kvm", "tcg")
+CHOICES = tuple(AccelChoice)
 PROBE_TIMEOUT = 3.0
 _EXIT_PORT = 0xF4
 _EXIT_VALUE = 0x31

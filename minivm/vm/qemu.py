@@ -20,7 +20,7 @@ Reuse (appliance boot test, say)::
     app = reader.load(bundle)
     disks = create_overlays(app, workdir)           # the appliance's images are never written
     m = machine_from_appliance(app, name="t", node_id=uuid.uuid4(), disks=disks,
-                               console=Console("unix", path=workdir / "console.sock"),
+                               console=Console(ConsoleKind.UNIX, path=workdir / "console.sock"),
                                qmp=workdir / "qmp.sock")
     argv = command_line(m)
 """
@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Literal
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
+from minivm.kinds import ConsoleKind
 from minivm.run import run
 
 if TYPE_CHECKING:
     from minivm.gns3.reader import Appliance
 
 QEMU = "qemu-system-x86_64"
-ConsoleKind = Literal["telnet", "unix", "stdio", "none"]
 
 # Options GNS3 refuses in an appliance's "options" (the disks and the network are its own).
 FORBIDDEN_OPTIONS = ("-drive", "-hda", "-hdb", "-hdc", "-hdd", "-blockdev", "-fsdev",
@@ -71,7 +71,7 @@ class Console:
     prints, connected client or not. ``wait``: QEMU waits for a client before the guest starts.
     """
 
-    kind: ConsoleKind = "telnet"
+    kind: ConsoleKind = ConsoleKind.TELNET
     port: int | None = None
     path: Path | None = None
     log: Path | None = None
@@ -101,7 +101,7 @@ class Machine:
     drives: tuple[Drive, ...] = ()
     adapter_type: str = "virtio-net-pci"
     adapters: tuple[UdpTunnel | None, ...] = ()  # one per adapter; None: a NIC with no backend
-    console: Console = field(default_factory=lambda: Console("none"))
+    console: Console = field(default_factory=lambda: Console(ConsoleKind.NONE))
     monitor: Path | None = None  # HMP on a Unix socket
     qmp: Path | None = None
     options: tuple[str, ...] = ()
@@ -302,7 +302,7 @@ def machine_from_appliance(
         kernel=app.kernel, initrd=app.initrd, append=cmdline,
         drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
         adapter_type=app.adapter_type, adapters=tuple(adapters),
-        console=console or Console("none"), qmp=qmp, monitor=monitor, options=app.options,
+        console=console or Console(ConsoleKind.NONE), qmp=qmp, monitor=monitor, options=app.options,
     )
     return replace(m, **extra) if extra else m  # type: ignore[arg-type]
 
