@@ -1,4 +1,4 @@
-"""The smallest RAM each shipped appliance boots with, reliably (issue 5), under TCG.
+"""The smallest RAM each shipped appliance boots with, reliably, under TCG.
 
     .venv/bin/python bench/appliance_ram.py [--runs 3] [--ram 48 64 96 128]
 

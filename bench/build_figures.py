@@ -1,4 +1,4 @@
-"""Figures for `minivm build` (issue 2), printed as ratios against baselines run side by side.
+"""Figures for `minivm build`, printed as ratios against baselines run side by side.
 
     .venv/bin/python bench/build_figures.py [--runs 3]
 

@@ -1,4 +1,4 @@
-"""Appliance bundle sizes (issue 5): every file of the bundle vs the reference's shipped sizes.
+"""Appliance bundle sizes: every file of the bundle vs the reference's shipped sizes.
 
     .venv/bin/python bench/bundle_sizes.py
 

@@ -1,4 +1,4 @@
-"""The init's figures (issue 4), under TCG on -M pc, side by side with their baselines.
+"""The init's figures, under TCG on -M pc, side by side with their baselines.
 
 boot:  QEMU's wall time (from its start to the marker on the serial console) and the guest
        uptime when the image's main process starts, for alpine-minivm's look-alike and
