@@ -78,7 +78,9 @@ def test_alpine_lookalike_as_minivm(kit, alpine_lookalike, out, tmp_path):
         # ifup -a with the image's /etc/network/interfaces; DHCP by the toolbox's udhcpc
         # (QEMU's user network answers as 10.0.2.2).
         vm.expect(r"lease of 10\.0\.2\.15 obtained", timeout=60)
-        vm.sendline("ip -4 addr show eth0")
+        # udhcpc says "obtained" before its script sets the address: wait for the address.
+        vm.sendline("for i in $(seq 100); do ip -4 addr show eth0 | grep -q 'inet ' && break;"
+                    " sleep 0.1; done; ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*'")
         vm.expect(r"inet 10\.0\.2\.15", timeout=30)
         powerdown(qmp)
         vm.expect("power button: shutting down", timeout=30)  # the image's PWRF hook
