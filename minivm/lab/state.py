@@ -25,25 +25,32 @@ class State:
     ports: dict[str, int] = field(default_factory=dict)  # endpoint key -> local UDP port
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"lab": self.lab, "digest": self.digest, "ports": self.ports,
+                "nodes": self.nodes}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        """The state as ``state.json`` holds it (KeyError/TypeError when it is not one)."""
+        return cls(lab=str(data["lab"]), digest=str(data.get("digest", "")),
+                   ports={str(k): int(v) for k, v in dict(data.get("ports", {})).items()},
+                   nodes=dict(data.get("nodes", {})))
+
 
 def read_state(state_dir: Path) -> State:
     file = state_dir / "state.json"
     if not file.exists():
         return State()
     try:
-        data = json.loads(file.read_text())
-        return State(lab=data["lab"], digest=data.get("digest", ""),
-                     ports=dict(data.get("ports", {})), nodes=dict(data.get("nodes", {})))
-    except (OSError, ValueError, KeyError) as e:
+        return State.from_json(json.loads(file.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise MinivmError(f"lab state {file} is unreadable ({e})",
                           hint=f"stop any QEMU of this lab and remove {state_dir}") from e
 
 
 def write_state(state_dir: Path, state: State) -> None:
-    data = {"lab": state.lab, "digest": state.digest, "ports": state.ports,
-            "nodes": state.nodes}
     atomic_write_bytes(state_dir / "state.json",
-                       (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+                       (json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n").encode())
 
 
 @contextmanager
