@@ -18,12 +18,19 @@ def appliance(
     check: Annotated[Path | None, typer.Option(
         "--check", metavar="FILE.gns3a",
         help="Verify a bundle instead: GNS3's rules, every file's size and md5, the kernel "
-             "arguments.")] = None,
+             "arguments; for a Docker appliance (NAME-docker.gns3a), its image in the engine "
+             "or in the archive beside it.")] = None,
+    docker_archive: Annotated[bool, typer.Option(
+        "--docker-archive", help="Also write the image's `docker save` output beside the "
+                                 "Docker appliance (for a GNS3 host without a registry).")
+    ] = False,
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
-    """(Re)write the GNS3 appliance of NAME from its build outputs, or --check a bundle."""
+    """(Re)write the GNS3 appliances of NAME (QEMU and Docker node) from its build outputs, or
+    --check one."""
     from minivm.gns3 import appliance as bundles
+    from minivm.gns3 import docker_node
 
     if (name is None) == (check is None):
         raise fail("give either NAME (to write its bundle) or --check FILE.gns3a", 2)
@@ -32,6 +39,10 @@ def appliance(
         result = bundles.check_bundle(check)
         if json_output:
             emit_json({"ok": True, **result.to_json()})
+        elif not quiet and "docker" in result.appliance:
+            image = result.appliance["docker"]["image"]
+            where = f"archive {result.files[0]['filename']}" if result.files else "the engine"
+            typer.echo(f"ok: {check} (Docker node, image {image} in {where})")
         elif not quiet:
             total = sum(f["filesize"] for f in result.files)
             typer.echo(f"ok: {check} ({len(result.files)} files, {total / 1e6:.1f} MB, "
@@ -39,5 +50,7 @@ def appliance(
         return
     assert name is not None
     written = bundles.write_bundle(name, reporter=report)
+    docker_written = docker_node.write_appliance(name, reporter=report, archive=docker_archive)
     if json_output:
-        emit_json(written.to_json())
+        emit_json({**written.to_json(),
+                   "docker_appliance": docker_written.to_json() if docker_written else None})

@@ -28,11 +28,16 @@ def build(
     name: Annotated[str | None, typer.Option(
         "--name", help="Name of the outputs and the appliance (default: from the source, "
                        "e.g. the context folder's name).")] = None,
+    docker_archive: Annotated[bool, typer.Option(
+        "--docker-archive", help="Also write the image's `docker save` output beside the "
+                                 "Docker appliance (for a GNS3 host without a registry).")
+    ] = False,
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
     """Build a MiniVM root disk (compressed QCOW2) from a Docker image."""
     from minivm.gns3 import appliance as bundles
+    from minivm.gns3 import docker_node
     from minivm.image import build as builder
     from minivm.image import disk
 
@@ -42,10 +47,14 @@ def build(
                            name=name)
     # The GNS3 appliance bundle: written when a kernel kit exists, else a hint.
     bundle = bundles.after_build(result.name, folder=result.folder, reporter=report)
+    # The same image as a GNS3 Docker node, when an engine holds it.
+    docker_bundle = docker_node.after_build(result.name, folder=result.folder, reporter=report,
+                                            archive=docker_archive)
     if json_output:
         record = result.record
         emit_json({
             "appliance": bundle.to_json() if bundle else None,
+            "docker_appliance": docker_bundle.to_json() if docker_bundle else None,
             "name": result.name, "image_id": result.image_id, "cached": result.cached,
             "backend": result.backend, "outputs": record["outputs"],
             "seconds": dict(report.seconds),  # this run's stages

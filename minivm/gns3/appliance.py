@@ -640,7 +640,8 @@ def _summary(problems: list[str]) -> str:
 
 
 def check_bundle(path: Path) -> Bundle:
-    """Verify a bundle: GNS3's model rules, every file present and intact, sane kernel args."""
+    """Verify a bundle: GNS3's model rules, every file present and intact, sane kernel args
+    (a Docker-node appliance: GNS3's rules and its image at hand)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -649,6 +650,10 @@ def check_bundle(path: Path) -> Bundle:
     except (OSError, UnicodeDecodeError) as e:
         raise MinivmError(f"cannot read {path}: {e}") from None
     data = parse(text, where=str(path))
+    if "docker" in data and "qemu" not in data:
+        from minivm.gns3 import docker_node  # it builds on this module
+
+        return docker_node.check(path, data)
     problems = model_problems(data) + kernel_problems(data)
     if problems:
         raise MinivmError(f"{path}: {_summary(problems)}", hint="GNS3 would refuse or "

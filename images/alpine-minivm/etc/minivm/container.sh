@@ -107,11 +107,7 @@ node_configure() {
 		ip link set dev "$dev" up
 		# Configured already (by GNS3's own init.sh, from the same file).
 		ip -4 addr show dev "$dev" | grep -q ' inet ' && continue
-		stanza=$(node_stanza "$dev")
-		# GNS3's init.sh has run `ifup -a` on the stanzas (its DHCP client may not have an
-		# address yet): leave them to it.
-		[ -n "$stanza" ] && [ -n "$GNS3_VOLUMES" ] && continue
-		set -- $stanza
+		set -- $(node_stanza "$dev")
 		case "${1:-}" in
 		static)
 			address=$2
@@ -124,7 +120,8 @@ node_configure() {
 			ip addr add "$address" dev "$dev" && node_say "$dev: $address"
 			[ "$4" != - ] && ip route replace default via "$4" dev "$dev"
 			;;
-		dhcp) node_dhcp "$dev" ;;
+		# GNS3's init.sh has run `ifup -a`: its DHCP client may still be asking.
+		dhcp) [ -n "${GNS3_VOLUMES:-}" ] || node_dhcp "$dev" ;;
 		"") [ "$dev" = eth0 ] && node_dhcp "$dev" ;;
 		esac
 	done

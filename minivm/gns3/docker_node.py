@@ -1,0 +1,222 @@
+"""GNS3 Docker-node appliances: ``<name>-docker.gns3a``, the built image run as a container.
+
+GNS3 creates a Docker node from an image its engine has. The build's image is tagged
+``minivm/<name>:<short id>`` (the same image, the same reference), the appliance names that
+reference, and ``docker save`` output can be written beside it (``<name>-docker-<id>.tar``) for
+a GNS3 host that cannot reach a registry. Metadata (name, description, usage, vendor...) is the
+QEMU appliance's; the file is rendered from ``appliances/appliance-docker.gns3a.j2``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_path, atomic_write_bytes, remove
+from minivm.gns3 import appliance as qemu_appliance
+from minivm.gns3.appliance import Bundle
+from minivm.image import engine
+from minivm.paths import appliances_dir
+from minivm.ui import Reporter
+
+TEMPLATE = "appliance-docker.gns3a.j2"
+USAGE_TEMPLATE = "usage-docker.txt.j2"
+REPOSITORY = "minivm"
+SUFFIX = "-docker.gns3a"
+
+# --- what GNS3 accepts in "docker" (registry v6 schema, gns3-server 3.0.6, gns3-gui 3.0.6) ----
+CONSOLE_TYPES = ("telnet", "vnc", "http", "https", "none")
+DOCKER_REQUIRED = ("adapters", "image")
+DOCKER_KEYS: dict[str, Any] = {
+    "adapters": "int", "image": "str", "start_command": "str", "environment": "str",
+    "console_type": CONSOLE_TYPES, "console_http_port": "int", "console_http_path": "str",
+    "extra_hosts": "str", "extra_volumes": "array",
+}
+TOP_KEYS = {k: v for k, v in qemu_appliance.TOP_KEYS.items()
+            if k not in ("qemu", "images", "versions")} | {"docker": "object"}
+# A Docker reference minivm writes: repository[:tag] (lower case; no digest, no registry port).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REF_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?")
+
+
+def appliance_id(name: str) -> str:
+    """The stable id of the Docker appliance of ``name`` (not the QEMU one's: GNS3 keys
+    appliances by id)."""
+    return str(uuid.uuid5(qemu_appliance.ID_NAMESPACE, f"{name}/docker"))
+
+
+def reference(name: str, image_id: str) -> str:
+    """``minivm/<name>:<short id>``: stable for one image, new for another."""
+    repo = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
+    return f"{REPOSITORY}/{repo}:{image_id.split(':')[-1][:12]}"
+
+
+def archive_name(ref: str) -> str:
+    """The file ``docker save`` output of ``ref`` is written to, beside the appliance."""
+    repo, _, tag = ref.rpartition(":")
+    return f"{repo.rsplit('/', 1)[-1]}-docker-{tag}.tar"
+
+
+def gns3a_path(folder: Path, name: str) -> Path:
+    return folder / f"{name}{SUFFIX}"
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+def _engine_or_none() -> Any:
+    try:
+        return engine.connect()
+    except MinivmError:
+        return None
+
+
+def _has_image(client: Any, ref: str) -> bool:
+    try:
+        client.inspect_image(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.APIError as e:
+        raise MinivmError(f"cannot inspect image {ref}: {e.explanation or e}") from None
+
+
+def archive_tags(path: Path) -> set[str]:
+    """The RepoTags of a ``docker save`` archive (empty when it is not one)."""
+    try:
+        with tarfile.open(path) as tar:
+            member = tar.extractfile("manifest.json")
+            manifest = json.loads(member.read()) if member else []
+    except (OSError, tarfile.TarError, KeyError, ValueError):
+        return set()
+    return {t for entry in manifest if isinstance(entry, dict)
+            for t in entry.get("RepoTags") or []}
+
+
+def save_archive(client: Any, ref: str, target: Path, *, reporter: Reporter) -> str:
+    """``docker save ref`` (Engine API) to ``target``, atomically; kept when it already holds
+    ``ref`` (the reference names one image). Returns ``kept`` or ``written``."""
+    if target.is_file() and ref in archive_tags(target):
+        return "kept"
+    with reporter.stage("docker_save", f"Saving {ref} to {target.name}"), \
+            atomic_path(target) as tmp, tmp.open("wb") as out:
+        try:
+            for chunk in client.get_image(ref, chunk_size=1 << 20):
+                out.write(chunk)
+        except docker.errors.APIError as e:
+            raise MinivmError(f"docker save of {ref} failed: {e.explanation or e}") from None
+    return "written"
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None,
+                    archive: bool = False, client: Any = None) -> Bundle | None:
+    """Tag the build's image ``minivm/<name>:<id>`` and write ``<name>-docker.gns3a`` (and
+    with ``archive``, the image's ``docker save`` output beside it). None, with a note, when
+    no engine holds the image (a build from an archive on a host without one)."""
+    folder, record, _ = qemu_appliance.build_record(name, folder)
+    image_id = str(record["image_id"])
+    client = client or _engine_or_none()
+    if client is None or not _has_image(client, image_id):
+        why = "no Docker engine answers" if client is None else \
+            f"the Docker engine has no image {image_id.split(':')[-1][:12]}"
+        reporter.info(f"no GNS3 Docker appliance for {name}: {why} (built from "
+                      f"{record.get('source')}); load the image (`docker load -i ARCHIVE`), "
+                      f"then run `minivm appliance {name}`")
+        return None
+    meta = qemu_appliance.metadata(name, record)
+    for key in ("vendor_url", "maintainer", "maintainer_email"):
+        if not meta.get(key):
+            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
+                              hint=f"set it in {appliances_dir() / qemu_appliance.DEFAULTS_FILE}")
+    ref = reference(name, image_id)
+    repository, _, tag = ref.rpartition(":")
+    try:
+        client.tag(image_id, repository, tag)
+    except docker.errors.APIError as e:
+        raise MinivmError(f"cannot tag image {image_id} as {ref}: {e.explanation or e}") from None
+    target = folder / archive_name(ref)
+    files = []
+    if archive:
+        how = save_archive(client, ref, target, reporter=reporter)
+        files.append({"filename": target.name, "filesize": target.stat().st_size, "how": how})
+    for stale in folder.glob(f"{archive_name(ref).rsplit('-docker-', 1)[0]}-docker-*.tar"):
+        if stale != target:
+            remove(stale)
+    data = qemu_appliance.values(name, meta, record, {"root": {"version": tag}})
+    adapters = data["adapters"]
+    data.update(
+        appliance_id=appliance_id(name), image=ref,
+        usage=qemu_appliance._render(
+            USAGE_TEMPLATE, usage=(meta.get("usage") or "").strip(), image=ref, name=name,
+            adapters=max(adapters, 1), archive=target.name,
+            archived=bool(files)).strip())
+    text = qemu_appliance._render(TEMPLATE, a=data)
+    parsed = qemu_appliance.parse(text, where=f"{appliances_dir() / TEMPLATE} (rendered for "
+                                              f"{name})")
+    if problems := model_problems(parsed):
+        raise MinivmError(f"{appliances_dir() / TEMPLATE} rendered an appliance GNS3 would "
+                          f"refuse for {name}: {qemu_appliance._summary(problems)}",
+                          hint="fix the template")
+    path = gns3a_path(folder, name)
+    atomic_write_bytes(path, text.encode())
+    extra = f", archive {target.name} ({target.stat().st_size / 1e6:.1f} MB)" if files else ""
+    reporter.info(f"[green]✓[/] Docker appliance {path} (image {ref}{extra})")
+    return Bundle(path, parsed, [{k: f[k] for k in ("filename", "filesize")} for f in files])
+
+
+def after_build(name: str, *, folder: Path, reporter: Reporter,
+                archive: bool = False) -> Bundle | None:
+    """The end of ``minivm build``: the Docker appliance when an engine holds the image."""
+    return write_appliance(name, reporter=reporter, folder=folder, archive=archive)
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+def model_problems(data: dict[str, Any]) -> list[str]:
+    """What GNS3 (server model, GUI schema, registry v6 schema) would refuse in a Docker
+    appliance."""
+    problems = qemu_appliance._object_problems(data, TOP_KEYS, qemu_appliance.TOP_REQUIRED,
+                                               "appliance")
+    node = data.get("docker")
+    if node is None:
+        return [*problems, "appliance lacks 'docker'"]
+    problems += qemu_appliance._object_problems(node, DOCKER_KEYS, DOCKER_REQUIRED, "docker")
+    if isinstance(node, dict):
+        image = node.get("image")
+        if isinstance(image, str) and not REF_RE.fullmatch(image):
+            problems.append(f"docker.image {image!r} is not a Docker image reference")
+        adapters = node.get("adapters")
+        if isinstance(adapters, int) and not 0 <= adapters <= 100:
+            problems.append(f"docker.adapters is {adapters}, outside 0..100")
+    return problems
+
+
+def check(path: Path, data: dict[str, Any], *, client: Any = None) -> Bundle:
+    """Verify a Docker appliance: GNS3's rules, and its image in the engine or in the archive
+    beside it."""
+    if problems := model_problems(data):
+        raise MinivmError(f"{path}: {qemu_appliance._summary(problems)}",
+                          hint="GNS3 would refuse it; rewrite it with `minivm appliance NAME`")
+    ref = data["docker"]["image"]
+    archive = path.parent / archive_name(ref)
+    files = []
+    if archive.is_file():
+        if ref not in archive_tags(archive):
+            raise MinivmError(f"{archive} does not hold {ref}",
+                              hint="rewrite it with `minivm appliance NAME --docker-archive`")
+        files.append({"filename": archive.name, "filesize": archive.stat().st_size})
+    client = client or _engine_or_none()
+    if not files and (client is None or not _has_image(client, ref)):
+        where = "no Docker engine answers" if client is None else "the Docker engine lacks it"
+        raise MinivmError(f"{path}: image {ref} is in no archive beside it and {where}",
+                          hint="rebuild, or rewrite it with `minivm appliance NAME "
+                               "--docker-archive`")
+    return Bundle(path, data, files)
