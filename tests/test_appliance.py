@@ -26,7 +26,7 @@ from imagefactory import alpine_lookalike
 from vm import VM
 
 from minivm.errors import MinivmError
-from minivm.gns3 import appliance, reader
+from minivm.gns3 import appliance, docker_node, reader
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
@@ -334,13 +334,26 @@ def shipped_bundles(tmp_path_factory: pytest.TempPathFactory, kit: kernel.Kit) -
 
 
 @pytest.mark.engine
-def test_shipped_bundles_validate(shipped_bundles: dict) -> None:
-    paths = [b.path for b in shipped_bundles.values()]
-    for path, checks in gns3_errors(paths).items():
-        assert checks == {"server": None, "gui": None, "strict": None}, path
-    for bundle in shipped_bundles.values():
-        appliance.check_bundle(bundle.path)
-        assert bundle.appliance["qemu"]["ram"] <= 256
+def test_shipped_bundles_validate(shipped_bundles: dict, docker_api) -> None:
+    """Both appliances of each shipped image: the QEMU bundle and the Docker node."""
+    nodes = {name: docker_node.write_appliance(name, reporter=QUIET, folder=b.path.parent)
+             for name, b in shipped_bundles.items()}
+    try:
+        paths = [b.path for b in shipped_bundles.values()] + [n.path for n in nodes.values()]
+        assert len(paths) == 4
+        for path, checks in gns3_errors(paths).items():
+            assert checks == {"server": None, "gui": None, "strict": None}, path
+        for name, bundle in shipped_bundles.items():
+            appliance.check_bundle(bundle.path)
+            assert bundle.appliance["qemu"]["ram"] <= 256
+            node = appliance.check_bundle(nodes[name].path).appliance
+            image = docker_api.inspect_image(node["docker"]["image"])["Id"]
+            assert image.split(":")[1].startswith(node["docker"]["image"].rsplit(":", 1)[1])
+            assert (node["name"], node["description"]) == \
+                (bundle.appliance["name"], bundle.appliance["description"])
+    finally:
+        for node in nodes.values():
+            docker_api.remove_image(node.appliance["docker"]["image"])
 
 
 def hmp(sock: Path, command: str, timeout: float = 10) -> str:
