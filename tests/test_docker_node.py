@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -262,3 +263,24 @@ def test_plain_docker_run_stops_at_once(docker_api, node_images):
         assert docker_api.inspect_container(created["Id"])["State"]["ExitCode"] == 0
     finally:
         docker_api.remove_container(created["Id"], force=True)
+
+
+def test_build_writes_both_appliances_and_the_archive(project, docker_api, untag,  # noqa: F811
+                                                      tmp_path):
+    """`minivm build CONTEXT --docker-archive --json`, end to end, on the look-alike."""
+    (project / "init").symlink_to(REPO / "init")  # what the build injects
+    context = tmp_path / "alpine-minivm"  # the project's images/ is empty here
+    shutil.copytree(REPO / "images" / "alpine-minivm" / "etc", context / "etc", symlinks=True)
+    (context / "Dockerfile").write_text(imagefactory.ALPINE_LOOKALIKE)
+    result = cli("build", str(context), "--docker-archive", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    node = out["docker_appliance"]
+    data = json.loads(Path(node["gns3a"]).read_text())
+    untag.append(data["docker"]["image"])
+    assert data["docker"]["image"] == f"minivm/alpine-minivm:{out['image_id'].split(':')[1][:12]}"
+    assert out["appliance"]["name"] == data["name"] == "alpine-minivm"
+    archive = Path(node["gns3a"]).parent / node["files"][0]["filename"]
+    assert docker_node.archive_tags(archive) == {data["docker"]["image"]}
+    assert f"docker load -i {archive.name}" in data["usage"]
+    assert cli("appliance", "--check", node["gns3a"]).returncode == 0
