@@ -137,3 +137,24 @@ def start_node(api, image: str, *, adapters: int = 1, network: Path | None = Non
     node = Node(api, created["Id"])
     api.start(node.id)
     return node
+
+
+class DhcpServer:
+    """busybox udhcpd on a host interface, offering one address."""
+
+    def __init__(self, interface: str, address: str, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = folder / "udhcpd.conf"
+        conf.write_text(f"start {address}\nend {address}\ninterface {interface}\n"
+                        f"max_leases 1\nlease_file {folder / 'leases'}\n"
+                        f"pidfile {folder / 'udhcpd.pid'}\noption subnet 255.255.255.252\n")
+        (folder / "leases").touch()
+        self.proc = subprocess.Popen([str(BUSYBOX), "udhcpd", "-f", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self) -> DhcpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

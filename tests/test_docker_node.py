@@ -17,7 +17,7 @@ from pathlib import Path
 
 import imagefactory
 import pytest
-from gns3node import gns3_resources, network_volume, ping, start_node
+from gns3node import DhcpServer, gns3_resources, network_volume, ping, start_node
 from test_appliance import cli, gns3_errors, make_build, project  # noqa: F401 (fixture)
 
 from minivm.errors import MinivmError
@@ -195,6 +195,32 @@ def test_node_takes_its_adapter_answers_ping_and_stops_on_sigterm(
         seconds, code = node.sigterm()
         assert code == 0, node.logs()[-2000:]
         assert seconds < 5, seconds  # GNS3 stops a node with `docker stop -t 5`
+    finally:
+        node.remove()
+
+
+@pytest.mark.parametrize("interfaces", ["", "auto eth0\niface eth0 inet dhcp\n"],
+                         ids=["no-stanza", "dhcp-stanza"])
+def test_gns3_node_gets_its_address_by_dhcp(docker_api, node_images, resources, tmp_path,
+                                            interfaces):
+    """Under GNS3's own init.sh: eth0 without a stanza asks DHCP (with GNS3's busybox udhcpc,
+    debian-minivm has no client); a dhcp stanza is GNS3's ifup's. A DHCP server on the host end
+    of the veth offers one address; the host pings it."""
+    host, address = subnet()
+    network = network_volume(tmp_path / "etc-network", interfaces)
+    node = start_node(docker_api, node_images["debian-minivm"], network=network,
+                      resources=resources)
+    try:
+        time.sleep(0.3)
+        veth = node.add_adapter(0, f"{host}/30")
+        with DhcpServer(veth, address, tmp_path / "dhcp"):
+            node.wait_log("Welcome to node1, a GNS3 Docker node.")
+            deadline = time.monotonic() + 30
+            while not ping(address):
+                assert time.monotonic() < deadline, node.logs()[-2000:]
+        assert ("minivm: eth0: DHCP" in node.logs()) == (not interfaces)
+        seconds, code = node.sigterm()
+        assert code == 0 and seconds < 5, (seconds, code)
     finally:
         node.remove()
 
