@@ -310,3 +310,15 @@ def test_build_writes_both_appliances_and_the_archive(project, docker_api, untag
     assert docker_node.archive_tags(archive) == {data["docker"]["image"]}
     assert f"docker load -i {archive.name}" in data["usage"]
     assert cli("appliance", "--check", node["gns3a"]).returncode == 0
+
+
+def test_no_engine_at_all_writes_the_qemu_bundle_and_says_why(project, monkeypatch,  # noqa: F811
+                                                              tmp_path):
+    """No engine answers (a build from an archive on a host without Docker)."""
+    make_build(project, "r1")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+    result = cli("appliance", "r1")
+    assert result.returncode == 0, result.stderr
+    assert "no GNS3 Docker appliance for r1: no Docker engine answers" in result.stderr
+    assert (project / "build" / "r1" / "r1.gns3a").is_file()
+    assert not (project / "build" / "r1" / "r1-docker.gns3a").exists()
