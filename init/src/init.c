@@ -132,6 +132,8 @@ static void reap(void)
 		} else if (pid == shell_svc.pid) {
 			shell_svc.pid = 0;
 			shell_svc.due = shell_svc.started + RESPAWN_MS;
+		} else if (control_reaped(pid, status)) {
+			continue;
 		} else if (pid == hook_pid) {
 			hook_pid = 0;
 			if (exit_code(status) != 0) /* the hook failed: power off all the same */
@@ -152,6 +154,9 @@ static void on_signal(int sig)
 	case SIGTERM: /* busybox reboot */
 	case SIGINT:  /* Ctrl-Alt-Del */
 		shutdown_now(RB_AUTOBOOT);
+	case SIGIO: /* the control channel's host side came back */
+		control_wake();
+		break;
 	default: /* anything else is for the main process, as in a container */
 		if (main_svc.pid > 0)
 			kill(main_svc.pid, sig);
@@ -210,14 +215,15 @@ int main(int argc, char **argv, char **envp)
 
 	trace("main process started");
 	hardware_later();
+	control_start(); /* after the main process: the channel never delays it */
 	int sfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
-	struct pollfd pfd[9] = {{.fd = sfd, .events = POLLIN}};
+	struct pollfd pfd[9 + CONTROL_FDS] = {{.fd = sfd, .events = POLLIN}};
 	int fds[8], nb = power_fds(fds, 8);
 	for (int i = 0; i < nb; i++)
 		pfd[1 + i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
 	reap(); /* children that ended before the signalfd existed */
 	for (;;) {
-		long now = now_ms(), wait = -1;
+		long now = now_ms(), wait = control_timeout();
 		struct service *svcs[] = {&main_svc, &shell_svc};
 		for (int i = 0; i < 2; i++) {
 			if (svcs[i]->due && svcs[i]->due <= now)
@@ -225,7 +231,8 @@ int main(int argc, char **argv, char **envp)
 			else if (svcs[i]->due && (wait < 0 || svcs[i]->due - now < wait))
 				wait = svcs[i]->due - now;
 		}
-		if (poll(pfd, 1 + nb, (int)wait) < 0 && errno != EINTR)
+		int nc = control_fds(pfd + 1 + nb);
+		if (poll(pfd, 1 + nb + nc, (int)wait) < 0 && errno != EINTR)
 			continue;
 		struct signalfd_siginfo si;
 		while (read(sfd, &si, sizeof(si)) == sizeof(si))
@@ -233,5 +240,6 @@ int main(int argc, char **argv, char **envp)
 		for (int i = 0; i < nb; i++)
 			if ((pfd[1 + i].revents & POLLIN) && power_button_pressed(fds[i]))
 				power_button();
+		control_handle(pfd + 1 + nb, nc);
 	}
 }

@@ -53,6 +53,7 @@ struct proc {
 	const char *user;   /* NULL: root */
 	bool tty;           /* controlling terminal on the console (else stdin /dev/null) */
 	bool quiet;         /* stdout and stderr to /dev/null */
+	const int *stdio;   /* else: these three fds are stdin, stdout and stderr */
 };
 
 extern struct cmdline kcmd;
@@ -91,6 +92,16 @@ const char *static_ip_of_eth0(void);
 pid_t spawn(const struct proc *p);
 const char *console_device(void);
 bool is_shell(const char *path);
+
+/* control.c: the control channel (virtio-serial port org.minivm.control) */
+struct pollfd;
+void control_start(void);
+void control_wake(void);
+bool control_reaped(pid_t pid, int status);
+int control_fds(struct pollfd *pfd); /* at most CONTROL_FDS entries */
+long control_timeout(void);
+void control_handle(struct pollfd *pfd, int n);
+#define CONTROL_FDS 5
 
 /* power.c */
 void power_init(void);

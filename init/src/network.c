@@ -21,6 +21,7 @@
 
 static int sock = -1;
 static char eth0_ip[INET_ADDRSTRLEN];
+static bool publish; /* the published ports' NIC is there */
 
 static int ifsock(void)
 {
@@ -52,6 +53,23 @@ struct nic {
 	char dev[PATH_MAX]; /* sysfs path of the adapter: its PCI address orders it */
 };
 
+/* The NIC of published ports (minivm run -p, a lab node's publish:): QEMU's user-mode network,
+ * known by its MAC, named publish0, never one of eth0..ethN. Its address is fixed (QEMU forwards
+ * the host's ports to it); no route goes through it. */
+#define PUBLISH_MAC "0e:6d:76:70:75:62"
+#define PUBLISH_IF "publish0"
+#define PUBLISH_ADDR "100.127.255.15"
+
+static bool is_publish_nic(const char *ifname)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifname);
+	char *mac = read_file(path, NULL);
+	bool yes = mac && strncmp(mac, PUBLISH_MAC, strlen(PUBLISH_MAC)) == 0;
+	free(mac);
+	return yes;
+}
+
 static int by_dev(const void *a, const void *b)
 {
 	return strcmp(((const struct nic *)a)->dev, ((const struct nic *)b)->dev);
@@ -69,6 +87,12 @@ static int name_adapters(void)
 		snprintf(link, sizeof(link), "/sys/class/net/%s/device", e->d_name);
 		if (e->d_name[0] == '.' || !realpath(link, nics[n].dev))
 			continue;
+		if (is_publish_nic(e->d_name)) {
+			publish = true;
+			if (strcmp(e->d_name, PUBLISH_IF) && rename_if(e->d_name, PUBLISH_IF) < 0)
+				say("cannot rename %s to %s: %s", e->d_name, PUBLISH_IF, strerror(errno));
+			continue;
+		}
 		scopy(nics[n].name, IFNAMSIZ, e->d_name);
 		n++;
 	}
@@ -239,6 +263,12 @@ void network_up(const char *hostname)
 {
 	coldplug_network();
 	int nics = name_adapters();
+	if (publish) {
+		if (set_addr(PUBLISH_IF, SIOCSIFADDR, PUBLISH_ADDR) < 0 ||
+		    set_addr(PUBLISH_IF, SIOCSIFNETMASK, "255.255.255.0") < 0 ||
+		    set_flags(PUBLISH_IF, IFF_UP) < 0)
+			say("cannot configure %s: %s", PUBLISH_IF, strerror(errno));
+	}
 	const char *ifup = ifupdown();
 	if (kcmd.nip || !ifup || !interfaces_configure_lo())
 		set_flags("lo", IFF_UP);

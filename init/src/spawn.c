@@ -93,7 +93,10 @@ pid_t spawn(const struct proc *p)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	setsid();
 	int null = open("/dev/null", O_RDWR);
-	if (p->tty) {
+	if (p->stdio) {
+		for (int fd = 0; fd < 3; fd++)
+			dup2(p->stdio[fd], fd);
+	} else if (p->tty) {
 		int fd = open(console_device(), O_RDWR);
 		if (fd >= 0 && ioctl(fd, TIOCSCTTY, 1) < 0)
 			say("no controlling tty on %s: %s", console_device(), strerror(errno));
@@ -118,6 +121,7 @@ pid_t spawn(const struct proc *p)
 		}
 	}
 	execvp(p->argv[0], p->argv);
-	say("cannot run %s: %s", p->argv[0], strerror(errno));
-	_exit(127);
+	int err = errno;
+	say("cannot run %s: %s", p->argv[0], strerror(err));
+	_exit(err == ENOENT || err == ENOTDIR ? 127 : 126); /* Docker's codes */
 }

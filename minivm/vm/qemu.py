@@ -15,6 +15,13 @@ Differences, each for the local use only: a QMP socket (``-qmp``) for control; t
 a Unix socket instead of a TCP port; the console may carry a ``logfile`` (boot logs), which
 needs QEMU's ``-chardev`` spelling of GNS3's ``-serial telnet:127.0.0.1:PORT,server,nowait``.
 
+Two local additions that GNS3 never gets (the appliance stays GNS3's): the control channel, a
+virtio-serial port named ``org.minivm.control`` on a Unix socket that the guest's init serves
+(``minivm lab exec`` and ``cp``, see :mod:`minivm.vm.control`); and published ports, one extra
+user-mode NIC (``-netdev user``, with ``hostfwd`` rules bound to 127.0.0.1 only) placed after
+the node's own adapters, with a fixed MAC the init recognises (it names it ``publish0`` and
+gives it ``PUBLISH_GUEST``/24), so it never takes one of eth0..ethN.
+
 Reuse (appliance boot test, say)::
 
     app = reader.load(bundle)
@@ -50,6 +57,24 @@ FORBIDDEN_OPTIONS = ("-drive", "-hda", "-hdb", "-hdc", "-hdd", "-blockdev", "-fs
 # Disk interfaces this command line builds, as GNS3 names them.
 DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
 NICS_PER_BRIDGE = 32
+CONTROL_PORT = "org.minivm.control"
+PUBLISH_MAC = "0e:6d:76:70:75:62"  # the init knows this one: the published ports' NIC
+PUBLISH_NET = "100.127.255.0/24"   # the end of the shared address space: rarely a lab's own
+PUBLISH_HOST = "100.127.255.2"
+PUBLISH_GUEST = "100.127.255.15"
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A published port: 127.0.0.1:host_port on the host reaches guest_port in the guest."""
+
+    host_port: int
+    guest_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @property
+    def text(self) -> str:
+        return f"127.0.0.1:{self.host_port}->{self.guest_port}/{self.protocol}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,8 @@ class Machine:
     console: Console = field(default_factory=lambda: Console(ConsoleKind.NONE))
     monitor: Path | None = None  # HMP on a Unix socket
     qmp: Path | None = None
+    control: Path | None = None  # the control channel's Unix socket (QEMU listens)
+    publish: tuple[Publish, ...] = ()
     options: tuple[str, ...] = ()
     paused: bool = False  # -S: the guest starts on QMP "cont"
     pidfile: Path | None = None
@@ -201,21 +228,50 @@ def _control_args(m: Machine) -> list[str]:
     return args
 
 
+def _control_channel_args(m: Machine) -> list[str]:
+    if m.control is None:
+        return []
+    return ["-chardev", f"socket,id=minivm-control,path={_chardev_path(m.control)},"
+                        "server=on,wait=off",
+            "-device", "virtio-serial-pci,id=minivm-serial",
+            "-device", f"virtserialport,bus=minivm-serial.0,chardev=minivm-control,"
+                       f"name={CONTROL_PORT}"]
+
+
+def _publish_netdev(publish: Sequence[Publish]) -> str:
+    """A user-mode network that only forwards the published ports (``restrict=on``: the guest
+    reaches neither the host nor the outside through it)."""
+    spec = (f"user,id=minivm-publish,net={PUBLISH_NET},host={PUBLISH_HOST},"
+            f"dhcpstart={PUBLISH_GUEST},restrict=on")
+    for p in publish:
+        spec += f",hostfwd={p.protocol}:127.0.0.1:{p.host_port}-{PUBLISH_GUEST}:{p.guest_port}"
+    return spec
+
+
 def _network_args(m: Machine) -> list[str]:
-    """``-net none``, then each adapter behind a PCI bridge, as GNS3 3.0 does."""
+    """``-net none``, then each adapter behind a PCI bridge, as GNS3 3.0 does (and after them
+    the published ports' NIC, when there are any)."""
     args = ["-net", "none"]
     bridges = 0
-    for n, tunnel in enumerate(m.adapters):
+    nics: list[UdpTunnel | Publish | None] = list(m.adapters)
+    if m.publish:
+        nics.append(m.publish[0])
+    for n, tunnel in enumerate(nics):
         bridge = 1 + n // NICS_PER_BRIDGE
         if bridge > bridges:
             args += ["-device", f"i82801b11-bridge,id=dmi_pci_bridge{bridge}",
                      "-device", f"pci-bridge,id=pci-bridge{bridge},bus=dmi_pci_bridge{bridge},"
                                 f"chassis_nr=0x{bridge:x},addr=0x{bridge:x},shpc=off"]
             bridges = bridge
+        slot = f",bus=pci-bridge{bridge},addr=0x{n % NICS_PER_BRIDGE:02x}"
+        if isinstance(tunnel, Publish):
+            args += ["-device", f"virtio-net-pci,mac={PUBLISH_MAC}{slot},netdev=minivm-publish",
+                     "-netdev", _publish_netdev(m.publish)]
+            continue
         device = f"{m.adapter_type},mac={mac_address(m.node_id, n)}"
         if m.adapter_type == "virtio-net-pci":
             device += ",speed=10000,duplex=full"
-        device += f",bus=pci-bridge{bridge},addr=0x{n % NICS_PER_BRIDGE:02x}"
+        device += slot
         if tunnel is None:
             args += ["-device", device]
         else:
@@ -239,6 +295,7 @@ def command_line(m: Machine) -> list[str]:
     argv += _console_args(m.console)
     argv += _control_args(m)
     argv += _network_args(m)
+    argv += _control_channel_args(m)
     argv += ["-display", "none"]
     if m.paused:
         argv += ["-S"]

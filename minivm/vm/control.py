@@ -1,0 +1,266 @@
+"""The control channel's client: run commands in a MiniVM and move files, with no guest network.
+
+QEMU exposes a virtio-serial port named ``org.minivm.control`` on a Unix socket (see
+:mod:`minivm.vm.qemu`); the guest's init serves it (``init/src/control.c``). Both speak frames::
+
+    'm' 'v' TYPE 0 LENGTH(u32, big-endian) PAYLOAD(LENGTH bytes, at most 65536)
+
+A session starts with HELLO (protocol version u16 + a random nonce); the init answers with its
+own version and the nonce, and drops whatever an earlier client left running, so frames that
+arrive before that answer (a previous session's tail) are skipped. Then requests, one at a time:
+
+* EXEC (NUL-terminated items: ``a``ARG..., ``e``KEY=VALUE, ``u``USER, ``w``WORKDIR, ``i`` for
+  stdin): STDOUT/STDERR data frames, then EXIT (u32 code); the client sends STDIN frames (an
+  empty one is EOF) and SIGNAL (u8).
+* STAT (path): STAT (mode u32, size u64) or ERROR (errno u32 + text).
+* PUT (mode u32, path, NUL, name, NUL): DONE (the path written) or ERROR; then DATA frames, an
+  empty DATA ending the file: DONE or ERROR (the file is renamed into place only when whole).
+* GET (path): STAT, DATA frames, an empty DATA, DONE (or ERROR at any point).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from minivm.errors import MinivmError
+
+VERSION = 1
+MAGIC = b"mv"
+HEADER = struct.Struct(">2sBBI")
+MAX_PAYLOAD = 65536
+CHUNK = 32768
+
+HELLO, EXEC, STDIN, SIGNAL, STAT, PUT, DATA, GET = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08
+R_HELLO, R_STDOUT, R_STDERR, R_EXIT, R_ERROR, R_STAT, R_DONE = (0x81, 0x82, 0x83, 0x84, 0x85,
+                                                                 0x86, 0x87)
+
+
+def encode(kind: int, payload: bytes = b"") -> bytes:
+    """One frame."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"a frame holds at most {MAX_PAYLOAD} bytes, not {len(payload)}")
+    return HEADER.pack(MAGIC, kind, 0, len(payload)) + payload
+
+
+class Decoder:
+    """Frames out of a byte stream fed in pieces; bytes that start no frame are skipped (what
+    a previous client left half-sent)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        self._buf += data
+        while len(self._buf) >= HEADER.size:
+            magic, kind, zero, length = HEADER.unpack_from(self._buf)
+            if magic != MAGIC or zero or length > MAX_PAYLOAD:
+                del self._buf[0]
+                continue
+            if len(self._buf) < HEADER.size + length:
+                return
+            payload = bytes(self._buf[HEADER.size:HEADER.size + length])
+            del self._buf[:HEADER.size + length]
+            yield kind, payload
+
+
+def exec_payload(argv: list[str], *, env: dict[str, str] | None = None, user: str | None = None,
+                 workdir: str | None = None, stdin: bool = False) -> bytes:
+    """EXEC's payload (NUL-terminated tagged items)."""
+    items = [b"a" + a.encode() for a in argv]
+    items += [b"e" + f"{k}={v}".encode() for k, v in (env or {}).items()]
+    if user:
+        items.append(b"u" + user.encode())
+    if workdir:
+        items.append(b"w" + workdir.encode())
+    if stdin:
+        items.append(b"i")
+    if any(b"\0" in item for item in items):
+        raise MinivmError("a command, variable, user or folder holds a NUL byte")
+    return b"".join(item + b"\0" for item in items)
+
+
+@dataclass(frozen=True)
+class Stat:
+    mode: int
+    size: int
+
+    @property
+    def is_dir(self) -> bool:
+        return (self.mode & 0o170000) == 0o040000
+
+
+class GuestError(MinivmError):
+    """The guest refused a request (errno and its message)."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class Channel:
+    """A session on a node's control socket (one request at a time)."""
+
+    def __init__(self, path: Path, *, what: str, timeout: float = 10.0) -> None:
+        self.what = what
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._decoder = Decoder()
+        self._pending: list[tuple[int, bytes]] = []
+        try:
+            self.sock.connect(str(path))
+        except OSError as e:
+            self.sock.close()
+            raise MinivmError(f"{what}: cannot reach its control channel at {path} "
+                              f"({e.strerror})",
+                              hint="it was started without one: restart it") from e
+        self._hello(timeout)
+
+    def _hello(self, timeout: float) -> None:
+        nonce = secrets.token_bytes(8)
+        self.send(HELLO, struct.pack(">H", VERSION) + nonce)
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.receive(deadline - time.monotonic(), quiet=True)
+            if frame is None:
+                self.close()
+                raise MinivmError(f"{self.what}: no answer on the control channel within "
+                                  f"{timeout:.0f} s",
+                                  hint="its init is older than the channel (rebuild the "
+                                       "appliance with this minivm) or it is still booting "
+                                       "(try again)")
+            kind, payload = frame
+            if kind == R_HELLO and payload[2:] == nonce:
+                break  # anything before it was an earlier session's
+        version = struct.unpack(">H", payload[:2])[0]
+        if version != VERSION:
+            self.close()
+            side = "older" if version < VERSION else "newer"
+            raise MinivmError(f"{self.what}: its init speaks control protocol {version}, this "
+                              f"minivm speaks {VERSION} (the guest's init is {side})",
+                              hint="rebuild the appliance with this minivm" if side == "older"
+                              else "upgrade minivm")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        self.sock.sendall(encode(kind, payload))
+
+    def receive(self, timeout: float | None = None, *,
+                quiet: bool = False) -> tuple[int, bytes] | None:
+        """The next frame (None: ``timeout`` s passed); the guest going away is an error."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while not self._pending:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                continue
+            data = self.sock.recv(1 << 20)
+            if not data:
+                if quiet:
+                    return None
+                raise MinivmError(f"{self.what}: the control channel closed (the VM stopped?)")
+            self._pending.extend(self._decoder.feed(data))
+        return self._pending.pop(0)
+
+    def expect(self, *kinds: int) -> bytes:
+        """The next frame's payload, which must be one of ``kinds`` (ERROR raises GuestError)."""
+        frame = self.receive()
+        assert frame is not None
+        kind, payload = frame
+        if kind == R_ERROR:
+            raise GuestError(struct.unpack(">I", payload[:4])[0],
+                             f"{self.what}: {payload[4:].decode(errors='replace')}")
+        if kind not in kinds:
+            raise MinivmError(f"{self.what}: unexpected answer {kind:#x} on the control channel")
+        return payload
+
+    # --- requests -------------------------------------------------------------------------
+
+    def exec(self, argv: list[str], *, env: dict[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None,
+             stdin: BinaryIO | None = None,
+             stdout: Callable[[bytes], object] = lambda b: None,
+             stderr: Callable[[bytes], object] = lambda b: None) -> int:
+        """Run ``argv`` in the guest; stream its output; return its exit code."""
+        self.send(EXEC, exec_payload(argv, env=env, user=user, workdir=workdir,
+                                     stdin=stdin is not None))
+        stdin_fd = stdin.fileno() if stdin is not None else None
+        try:
+            while True:
+                waiting = [self.sock] + ([stdin_fd] if stdin_fd is not None else [])
+                if not self._pending:
+                    ready, _, _ = select.select(waiting, [], [])
+                    if stdin_fd is not None and stdin_fd in ready:
+                        data = os.read(stdin_fd, CHUNK)
+                        self.send(STDIN, data)  # empty: EOF
+                        if not data:
+                            stdin_fd = None
+                    if self.sock not in ready:
+                        continue
+                frame = self.receive()
+                assert frame is not None
+                kind, payload = frame
+                if kind == R_STDOUT:
+                    stdout(payload)
+                elif kind == R_STDERR:
+                    stderr(payload)
+                elif kind == R_EXIT:
+                    return struct.unpack(">I", payload)[0]
+                elif kind == R_ERROR:
+                    raise GuestError(struct.unpack(">I", payload[:4])[0],
+                                     f"{self.what}: {payload[4:].decode(errors='replace')}")
+        except KeyboardInterrupt:
+            self.send(SIGNAL, bytes([2]))  # SIGINT to the command, as a terminal would
+            raise
+
+    def _stat(self) -> Stat:
+        mode, high, low = struct.unpack(">III", self.expect(R_STAT))
+        return Stat(mode, high << 32 | low)
+
+    def stat_path(self, path: str) -> Stat | None:
+        """The guest file's mode and size; None when it does not exist."""
+        self.send(STAT, path.encode())
+        try:
+            return self._stat()
+        except GuestError as e:
+            if e.errno in (2, 20):  # ENOENT, ENOTDIR
+                return None
+            raise
+
+    def put(self, source: BinaryIO, path: str, name: str, mode: int) -> str:
+        """Write ``source`` to the guest's ``path`` (``path/name`` when it is a folder).
+
+        The guest writes a temporary file and renames it when whole. Returns the path written.
+        """
+        self.send(PUT, struct.pack(">I", mode) + path.encode() + b"\0" + name.encode() + b"\0")
+        self.expect(R_DONE)
+        while chunk := source.read(CHUNK):
+            self.send(DATA, chunk)
+        self.send(DATA)
+        return self.expect(R_DONE).decode(errors="replace")
+
+    def get(self, path: str, sink: Callable[[bytes], object]) -> Stat:
+        """Stream the guest's regular file ``path`` into ``sink``; returns its mode and size."""
+        self.send(GET, path.encode())
+        st = self._stat()
+        while data := self.expect(DATA):
+            sink(data)
+        self.expect(R_DONE)
+        return st
