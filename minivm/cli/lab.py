@@ -1,13 +1,15 @@
-"""``minivm lab``: several MiniVMs linked by UDP tunnels (up, status, console, down)."""
+"""``minivm lab``: several MiniVMs linked by UDP tunnels (up, status, console, exec, cp, down)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
@@ -28,7 +30,8 @@ def up(lab_file: LabFile, accel: Accel = None,
        quiet: Quiet = False, json_output: Json = False) -> None:
     """Start every node of the lab that is not running, in the background.
 
-    Lab file: `nodes:` (name -> appliance, ram, append, adapters), `links:` (`r1:eth0 --
+    Lab file: `nodes:` (name -> appliance, ram, append, adapters, publish: ["8080:80"]:
+    127.0.0.1:8080 on the host reaches the node's port 80), `links:` (`r1:eth0 --
     r2:eth0`, or `r1:eth1 -- udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
     optional `accel:` and `console:` (telnet or unix). State goes to LAB.state/ beside it.
     """
@@ -74,6 +77,8 @@ def status(lab_file: LabFile, json_output: Json = False) -> None:
                 line += f" pid {node['pid']:<8} {node['console']}"
                 if node["status"] == "crashed":
                     line += "  (QEMU is gone: `minivm lab up` starts it again)"
+            if node.get("publish"):
+                ports += f"  {node['publish']['nic']}: {', '.join(node['publish']['ports'])}"
             print(f"{line}  {ports}".rstrip())
     if any(n["status"] == "crashed" for n in info["nodes"].values()):
         raise typer.Exit(3)
@@ -89,6 +94,98 @@ def console(lab_file: LabFile,
     from minivm.vm import console as console_mod
 
     console_mod.attach(lab_mod.console_address(lab_file, node))
+
+
+Node = Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
+Timeout = Annotated[float, typer.Option(
+    "--timeout", help="Seconds to wait for the guest's answer on the control channel.")]
+
+
+def _channel(lab_file: Path, node: str, timeout: float) -> Any:
+    from minivm import lab as lab_mod
+    from minivm.vm import control
+
+    return control.Channel(lab_mod.control_socket(lab_file, node), what=node, timeout=timeout)
+
+
+@app.command("exec")
+@user_errors
+def exec_(lab_file: LabFile, node: Node,
+          command: Annotated[list[str], typer.Argument(
+              help="The command and its arguments (after `--`).", show_default=False)],
+          user: Annotated[str | None, typer.Option(
+              "--user", "-u", help="USER[:GROUP] (name or number); default: the image's.")
+          ] = None,
+          workdir: Annotated[str | None, typer.Option(
+              "--workdir", "-w", help="Working folder; default: the image's WORKDIR.")] = None,
+          env: Annotated[list[str] | None, typer.Option(
+              "--env", "-e", help="KEY=VALUE over the image's environment (repeatable).")
+          ] = None,
+          interactive: Annotated[bool, typer.Option(
+              "--interactive", "-i", help="Pass stdin to the command (EOF closes it).")
+          ] = False,
+          timeout: Timeout = 10.0) -> None:
+    """Run a command in a running node, as `docker exec`: the image's environment, user and
+    folder; stdout and stderr apart; its exit code (127: not found, 126: not executable).
+
+    No network is needed in the guest: the init serves a virtio-serial port.
+    Example: minivm lab exec lab.yaml r1 -- sh -c 'ip addr'
+    """
+    variables: dict[str, str] = {}
+    for item in env or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise MinivmError(f"-e {item!r} is not KEY=VALUE")
+        variables[key] = value
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def write(stream: object) -> object:
+        def put(data: bytes) -> None:
+            stream.write(data)  # type: ignore[attr-defined]
+            stream.flush()  # type: ignore[attr-defined]
+        return put
+
+    with _channel(lab_file, node, timeout) as ch:
+        code = ch.exec(command, env=variables, user=user, workdir=workdir,
+                       stdin=sys.stdin.buffer if interactive else None,
+                       stdout=write(out), stderr=write(err))
+    raise typer.Exit(code)
+
+
+@app.command("cp")
+@user_errors
+def cp(lab_file: LabFile,
+       source: Annotated[str, typer.Argument(help="NODE:PATH or a local path.",
+                                             show_default=False)],
+       destination: Annotated[str, typer.Argument(help="A local path or NODE:PATH.",
+                                                  show_default=False)],
+       timeout: Timeout = 10.0, quiet: Quiet = False) -> None:
+    """Copy a file or folder between the host and a running node, as `docker cp`: bytes and
+    modes kept, folders as a tar stream; an existing folder as destination receives the source
+    under its own name. Nothing is left half-written on the host."""
+    from minivm import lab as lab_mod
+    from minivm.vm import transfer
+
+    rep = reporter(quiet=quiet)
+    names = set(lab_mod.load(lab_file).nodes)
+
+    def guest(spec: str) -> tuple[str, str] | None:
+        node, colon, path = spec.partition(":")
+        return (node, path) if colon and node in names and path else None
+
+    src, dst = guest(source), guest(destination)
+    if bool(src) == bool(dst):
+        raise MinivmError("one side of `lab cp` is NODE:PATH (a node of the lab), the other a "
+                          "local path", hint=f"nodes: {', '.join(sorted(names))}")
+    if src:
+        with _channel(lab_file, src[0], timeout) as ch:
+            written = transfer.copy_out(ch, src[1], Path(destination))
+        rep.info(f"{source} -> {written}")
+    else:
+        assert dst is not None
+        with _channel(lab_file, dst[0], timeout) as ch:
+            target = transfer.copy_in(ch, Path(source), dst[1])
+        rep.info(f"{source} -> {dst[0]}:{target}")
 
 
 @app.command("down")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -35,6 +36,9 @@ def run(
     disk_dir: Annotated[Path | None, typer.Option(
         "--disk-dir", help="Keep the VM's disks (overlays) here and reuse them next time; "
                            "default: fresh disks, removed at exit.")] = None,
+    publish: Annotated[list[str] | None, typer.Option(
+        "--publish", "-p", help="HOST_PORT:GUEST_PORT[/tcp|/udp]: 127.0.0.1:HOST_PORT reaches "
+                                "the guest's port (repeatable), as docker run -p.")] = None,
     print_command: Annotated[bool, typer.Option(
         "--print-command", help="Print the QEMU command line and exit.")] = False,
     quiet: Quiet = False,
@@ -49,6 +53,8 @@ def run(
     from minivm.vm import qemu
 
     rep = reporter(quiet=quiet)
+    ports = tuple(qemu.parse_publish(p, "-p") for p in publish or [])
+    qemu.check_publish(ports, "-p")
     app = reader.load(name)
     which(qemu.QEMU)
     chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
@@ -61,23 +67,31 @@ def run(
         disks = qemu.create_overlays(app, workdir)
         sock = workdir / "console.sock"
         qmp = workdir / "qmp.sock"
-        for stale in (sock, qmp):
+        for stale in (sock, qmp, workdir / "control.sock"):
             stale.unlink(missing_ok=True)
         m = qemu.machine_from_appliance(
             app, name=app.name, node_id=uuid.uuid4(), disks=disks, ram=ram, accel=chosen,
             append=" ".join(append or []), qmp=qmp, paused=True,
-            console=qemu.Console(ConsoleKind.UNIX, path=sock, log=workdir / "console.log"))
+            console=qemu.Console(ConsoleKind.UNIX, path=sock, log=workdir / "console.log"),
+            control=workdir / "control.sock", publish=ports)
         argv = qemu.command_line(m)
         if print_command:
             print(shlex.join(argv))
             return
-        code = _boot(argv, workdir, sock, qmp, rep)
+        from minivm.lab.ports import hold_port
+
+        held = [stack.enter_context(hold_port(
+            p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
+            what=f"published as {p.text}")) for p in ports]
+        code = _boot(argv, workdir, sock, qmp, rep, held)
     if code:
         raise typer.Exit(code)
 
 
-def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter) -> int:
-    """Start QEMU paused, attach the console, start the guest; stop it when detached."""
+def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter,
+          held: list[socket.socket]) -> int:
+    """Start QEMU paused, attach the console, start the guest; stop it when detached.
+    ``held``: published ports kept bound until QEMU shares them."""
     from minivm.vm import console, vmctl
 
     errlog = (workdir / "qemu.log").open("wb")
@@ -92,6 +106,8 @@ def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter) 
                 tail = (workdir / "qemu.log").read_text(errors="replace").strip().splitlines()
                 raise MinivmError(f"QEMU failed to start: {tail[-1] if tail else 'no message'}"
                                   ) from None
+        for held_port in held:
+            held_port.close()  # QEMU listens on it now
         how = console.attach(f"unix:{sock}", banner=not rep.quiet,
                              on_connect=lambda: vmctl.cont(qmp))
         if how == "detached":

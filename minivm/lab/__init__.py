@@ -10,6 +10,7 @@ A lab file::
         ram: 256                 # MB (default: the appliance's)
         append: ip=10.0.0.1/24::::r1:eth0   # kernel arguments after the appliance's
         adapters: 2              # default: the appliance's; never more
+        publish: ["8080:80", "5353:53/udp"]  # 127.0.0.1:8080 on the host reaches port 80
       r2: {appliance: ./out/debian-minivm/debian-minivm.gns3a}
     links:
       - r1:eth0 -- r2:eth0
@@ -22,13 +23,15 @@ with SO_REUSEADDR too) has started: no other port-0 allocation can get them in b
 
 The lab's state lives in ``<lab>.state/`` beside the lab file: ``state.json`` (pids, ports,
 consoles), and per node its overlays (``hda_disk.qcow2``...: the node's disks, kept across
-``down``/``up``), ``console.log`` (boot logs), ``qemu.log``, ``qmp.sock``, ``monitor.sock``.
+``down``/``up``), ``console.log`` (boot logs), ``qemu.log``, ``qmp.sock``, ``monitor.sock``,
+``control.sock`` (the control channel: ``minivm lab exec`` and ``cp``).
 A node recorded as running whose QEMU is gone (a crash, a kill -9) is reported as such and
 started again by the next ``up``, on the same link ports so its peers still reach it.
 """
 
 from minivm.lab.control import (
     console_address,
+    control_socket,
     down,
     node_id,
     status,
@@ -39,5 +42,6 @@ from minivm.lab.ports import hold_port
 from minivm.lab.spec import External, Lab, Link, Node, load, state_dir_of
 from minivm.lab.state import node_dir
 
-__all__ = ["External", "Lab", "Link", "Node", "console_address", "down", "hold_port", "load",
-           "node_dir", "node_id", "state_dir_of", "status", "up", "wait_console"]
+__all__ = ["External", "Lab", "Link", "Node", "console_address", "control_socket", "down",
+           "hold_port", "load", "node_dir", "node_id", "state_dir_of", "status", "up",
+           "wait_console"]

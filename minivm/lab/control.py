@@ -16,7 +16,15 @@ from minivm.errors import MinivmError
 from minivm.fsutil import remove
 from minivm.kinds import ConsoleKind, NodeStatus
 from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
-from minivm.lab.spec import LOOPBACK, SOCKET_PATH_MAX, STOP_TIMEOUT, Lab, endpoint_key, state_dir_of
+from minivm.lab.spec import (
+    LOOPBACK,
+    SOCKET_PATH_MAX,
+    STOP_TIMEOUT,
+    Lab,
+    endpoint_key,
+    load,
+    state_dir_of,
+)
 from minivm.lab.state import (
     State,
     clean_runtime,
@@ -67,7 +75,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
             return []
         chosen = accel_mod.choose(accel or lab.accel, reporter=reporter)
         for name in todo:
-            for sock in ("qmp.sock", "monitor.sock", "console.sock"):
+            for sock in ("qmp.sock", "monitor.sock", "console.sock", "control.sock"):
                 path = node_dir(lab, name) / sock
                 if len(str(path)) > SOCKET_PATH_MAX:
                     raise MinivmError(f"socket path {path} is too long for a Unix socket",
@@ -91,6 +99,12 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                     for name in todo:
                         consoles[name] = holders.enter_context(
                             hold_port(0, kind=socket.SOCK_STREAM, what="console"))
+                published: dict[str, list[socket.socket]] = {}
+                for name in todo:  # refused now, before any node starts, when a port is taken
+                    published[name] = [holders.enter_context(hold_port(
+                        p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp"
+                        else socket.SOCK_DGRAM, what=f"published by {name} as {p.text}"))
+                        for p in lab.nodes[name].publish]
                 for name in todo:
                     with reporter.stage(f"start:{name}", f"Starting {name}"):
                         rec = _start_node(lab, state, name, chosen, consoles.get(name), created)
@@ -100,6 +114,8 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                         held.pop(key).close()  # QEMU has the port now
                     if name in consoles:
                         consoles.pop(name).close()
+                    for sock in published.pop(name):
+                        sock.close()
             write_state(lab.state_dir, state)
         except BaseException:
             _rollback(lab, state, started, created)
@@ -128,7 +144,8 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
         node.appliance, name=name, node_id=node_id(lab, name), disks=disks,
         adapters=tunnels(lab, state.ports, name), append=node.append, ram=node.ram,
         cpus=node.cpus, accel=chosen, console=console, qmp=qmp,
-        monitor=workdir / "monitor.sock", pidfile=workdir / "qemu.pid", daemonize=True)
+        monitor=workdir / "monitor.sock", pidfile=workdir / "qemu.pid", daemonize=True,
+        control=workdir / "control.sock", publish=node.publish)
     argv = qemu.command_line(m)
     clean_runtime(lab, name)
     (workdir / "console.log").open("ab").write(
@@ -141,7 +158,8 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
     pid = int((workdir / "qemu.pid").read_text().strip())
     return {"status": "running", "pid": pid, "qmp": str(qmp), "console": address,
             "monitor": str(workdir / "monitor.sock"), "accel": chosen, "started": started,
-            "node_id": str(m.node_id), "argv": argv,
+            "node_id": str(m.node_id), "argv": argv, "control": str(workdir / "control.sock"),
+            "publish": [p.text for p in node.publish],
             "macs": [qemu.mac_address(m.node_id, i) for i in range(node.adapters)]}
 
 
@@ -179,6 +197,8 @@ def status(lab: Lab) -> dict[str, Any]:
                     info["guest"] = vmctl.query_status(Path(rec["qmp"]), timeout=3)
                 except MinivmError:
                     info["guest"] = "not answering"
+            if rec.get("publish"):
+                info["publish"] = {"nic": "publish0", "ports": rec["publish"]}
         info["ports"] = {f"eth{i}": t.local_port if t else None
                          for i, t in enumerate(tunnels_or_none(lab, state.ports, name))}
         nodes[name] = info
@@ -233,6 +253,20 @@ def console_address(lab_file: Path, name: str) -> str:
         raise MinivmError(f"node {name} of {lab_file.name} is not running",
                           hint=f"see: minivm lab status {lab_file}")
     return str(rec["console"])
+
+
+def control_socket(lab_file: Path, name: str) -> Path:
+    """The control channel's socket of a running node (from the state folder alone)."""
+    rec = read_state(state_dir_of(lab_file)).nodes.get(name)
+    if rec is None and name not in load(lab_file).nodes:
+        raise MinivmError(f"{lab_file.name} has no node {name!r}")
+    if not rec or not running(rec):
+        raise MinivmError(f"node {name} of {lab_file.name} is not running",
+                          hint=f"start it: minivm lab up {lab_file}")
+    if not rec.get("control"):
+        raise MinivmError(f"node {name} was started without a control channel",
+                          hint=f"restart it: minivm lab down {lab_file}, then up")
+    return Path(rec["control"])
 
 
 def wait_console(lab: Lab, pattern: str, *, timeout: float, names: list[str] | None = None,

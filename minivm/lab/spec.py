@@ -13,11 +13,12 @@ import yaml
 from minivm.errors import MinivmError
 from minivm.gns3 import reader
 from minivm.kinds import ConsoleKind
+from minivm.vm import qemu
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENDPOINT = re.compile(r"^(?P<node>[^:\s]+):(?P<port>[^:\s]+)$")
 EXTERNAL = re.compile(r"^udp:(?P<host>[^:\s]+):(?P<rport>\d+):(?P<lport>\d+)$")
-NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters"}
+NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters", "publish"}
 STOP_TIMEOUT = 10.0
 SOCKET_PATH_MAX = 107
 LOOPBACK = "127.0.0.1"
@@ -31,6 +32,7 @@ class Node:
     cpus: int
     append: str
     adapters: int
+    publish: tuple[qemu.Publish, ...] = ()  # host ports forwarded to the node (127.0.0.1)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def load(path: Path) -> Lab:
                            ram=_int(spec.get("ram", app.ram), where, f"{name}.ram"),
                            cpus=_int(spec.get("cpus", app.cpus), where, f"{name}.cpus"),
                            append=with_hostname(name, str(spec.get("append", "") or "")),
-                           adapters=adapters)
+                           adapters=adapters, publish=_publish(spec.get("publish"), where, name))
+    qemu.check_publish([p for n in nodes.values() for p in n.publish], where)
     links = _links(data.get("links") or [], nodes, where)
     accel = str(data.get("accel", "auto"))
     console = str(data.get("console", ConsoleKind.TELNET))
@@ -124,6 +127,15 @@ def load(path: Path) -> Lab:
         raise MinivmError(f"{where}: console {console!r} is neither telnet nor unix")
     return Lab(path=path, nodes=nodes, links=links, accel=accel, console=console,
                digest=hashlib.sha256(raw).hexdigest()[:16])
+
+
+def _publish(value: Any, where: str, name: str) -> tuple[qemu.Publish, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MinivmError(f"{where}: node {name}: 'publish' must be a list such as "
+                          "[\"8080:80\", \"2222:22/tcp\"]")
+    return tuple(qemu.parse_publish(str(item), f"{where}: node {name}") for item in value)
 
 
 def _int(value: Any, where: str, what: str) -> int:

@@ -77,7 +77,7 @@ def running(rec: dict[str, Any]) -> bool:
 
 def clean_runtime(lab: Lab | Path, name: str) -> None:
     """Remove what a dead QEMU leaves: sockets and pid file (never the disks or logs)."""
-    for leftover in ("qmp.sock", "monitor.sock", "console.sock", "qemu.pid"):
+    for leftover in ("qmp.sock", "monitor.sock", "console.sock", "control.sock", "qemu.pid"):
         remove(node_dir(lab, name) / leftover)
 
 

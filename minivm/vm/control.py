@@ -124,21 +124,34 @@ class Channel:
         self._hello(timeout)
 
     def _hello(self, timeout: float) -> None:
+        """Say hello until the init answers with our nonce. A second try first sends a frame's
+        worth of zeros: they end whatever frame an earlier client left half-sent, and the init
+        skips them until the next header."""
         nonce = secrets.token_bytes(8)
-        self.send(HELLO, struct.pack(">H", VERSION) + nonce)
+        hello = encode(HELLO, struct.pack(">H", VERSION) + nonce)
         deadline = time.monotonic() + timeout
-        while True:
-            frame = self.receive(deadline - time.monotonic(), quiet=True)
-            if frame is None:
+        tries = [hello, bytes(HEADER.size + MAX_PAYLOAD) + hello]
+        frame = None
+        while frame is None or frame[0] != R_HELLO or frame[1][2:] != nonce:
+            if tries and (frame is None):
+                self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    self.sock.sendall(tries.pop(0))
+                except OSError:  # nobody reads: the guest has no channel
+                    tries = []
+                finally:
+                    self.sock.settimeout(None)
+            wait = deadline - time.monotonic()
+            frame = self.receive(min(wait, 1.0) if tries else wait, quiet=True)
+            if frame is None and (not tries or time.monotonic() >= deadline):
                 self.close()
                 raise MinivmError(f"{self.what}: no answer on the control channel within "
                                   f"{timeout:.0f} s",
                                   hint="its init is older than the channel (rebuild the "
                                        "appliance with this minivm) or it is still booting "
                                        "(try again)")
-            kind, payload = frame
-            if kind == R_HELLO and payload[2:] == nonce:
-                break  # anything before it was an earlier session's
+            # frames before our hello's answer are an earlier session's: skipped
+        payload = frame[1]
         version = struct.unpack(">H", payload[:2])[0]
         if version != VERSION:
             self.close()

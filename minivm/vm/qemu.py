@@ -34,6 +34,7 @@ Reuse (appliance boot test, say)::
 
 from __future__ import annotations
 
+import re
 import shlex
 import uuid
 from collections.abc import Sequence
@@ -75,6 +76,27 @@ class Publish:
     @property
     def text(self) -> str:
         return f"127.0.0.1:{self.host_port}->{self.guest_port}/{self.protocol}"
+
+
+def parse_publish(text: str, where: str) -> Publish:
+    """``HOST_PORT:GUEST_PORT[/tcp|/udp]`` (Docker's ``-p``, on 127.0.0.1 only)."""
+    m = re.fullmatch(r"(?:127\.0\.0\.1:)?(\d+):(\d+)(?:/(tcp|udp))?", text.strip())
+    ports = [int(m[1]), int(m[2])] if m else []
+    if not m or not all(0 < p < 65536 for p in ports):
+        raise MinivmError(f"{where}: published port {text!r} is not "
+                          "HOST_PORT:GUEST_PORT[/tcp|/udp]",
+                          hint="e.g. 8080:80 or 5353:53/udp; ports 1-65535, host side on "
+                               "127.0.0.1 only")
+    return Publish(ports[0], ports[1], m[3] or "tcp")  # type: ignore[arg-type]
+
+
+def check_publish(publish: Sequence[Publish], where: str) -> None:
+    """Refuse a host port published twice."""
+    seen: set[tuple[int, str]] = set()
+    for p in publish:
+        if (p.host_port, p.protocol) in seen:
+            raise MinivmError(f"{where}: host port {p.host_port}/{p.protocol} is published twice")
+        seen.add((p.host_port, p.protocol))
 
 
 @dataclass(frozen=True)
