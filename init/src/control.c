@@ -615,14 +615,17 @@ void control_handle(struct pollfd *pfd, int n)
 				host_gone();
 				return;
 			}
-			if (r & POLLIN) {
+			/* the driver hands out one buffer (a page) per read: read on until it
+			 * has no more, so a copy costs one poll per many pages, not per page */
+			for (int reads = 0; (r & POLLIN) && reads < 64 && stdin_q.len < IN_LIMIT;
+			     reads++) {
 				buf_room(&in, HDR + MAX_PAYLOAD + 1); /* +1: a payload can end with a NUL */
 				ssize_t got = read(port, in.d + in.off + in.len,
 						   in.cap - in.off - in.len - 1);
-				if (got > 0) {
-					in.len += got;
-					parse();
-				}
+				if (got <= 0)
+					break;
+				in.len += got;
+				parse();
 			}
 		} else if (pfd[k].fd == pout) {
 			read_source(&pout, R_STDOUT, false);

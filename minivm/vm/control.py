@@ -60,16 +60,20 @@ class Decoder:
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         self._buf += data
-        while len(self._buf) >= HEADER.size:
-            magic, kind, zero, length = HEADER.unpack_from(self._buf)
-            if magic != MAGIC or zero or length > MAX_PAYLOAD:
-                del self._buf[0]
-                continue
-            if len(self._buf) < HEADER.size + length:
-                return
-            payload = bytes(self._buf[HEADER.size:HEADER.size + length])
-            del self._buf[:HEADER.size + length]
-            yield kind, payload
+        pos, end = 0, len(self._buf)
+        try:
+            while end - pos >= HEADER.size:
+                magic, kind, zero, length = HEADER.unpack_from(self._buf, pos)
+                if magic != MAGIC or zero or length > MAX_PAYLOAD:
+                    pos += 1
+                    continue
+                if end - pos < HEADER.size + length:
+                    return
+                start = pos + HEADER.size
+                pos = start + length
+                yield kind, bytes(self._buf[start:pos])
+        finally:
+            del self._buf[:pos]  # once per feed: consumed bytes are not moved per frame
 
 
 def exec_payload(argv: list[str], *, env: dict[str, str] | None = None, user: str | None = None,
