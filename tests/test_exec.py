@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
+import pty
+import select
 import socket
 import struct
 import subprocess
@@ -23,12 +24,13 @@ from pathlib import Path
 import pytest
 from test_lab import READY, bundle, cli, write_lab  # noqa: F401 - bundle is a fixture
 
+from minivm import lab
 from minivm.errors import MinivmError
 from minivm.gns3 import appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
-from minivm.vm import control
+from minivm.vm import control, transfer
 
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
 
@@ -176,14 +178,29 @@ def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # no
         assert cli("lab", "cp", path, "r1:/no/such", tmp_path / "none").returncode == 1
         partial = tmp_path / "partial"
         partial.mkdir()
-        proc = subprocess.Popen([*MINIVM, "lab", "cp", str(path), "r1:/root/big.bin",
-                                 str(partial)], stderr=subprocess.PIPE)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        assert list(partial.iterdir()) in ([], [partial / "big.bin"])  # never a partial file
-        if proc.returncode:
-            assert list(partial.iterdir()) == []
+        sock = lab.control_socket(path, "r1")
+        with control.Channel(sock, what="r1") as ch:
+            real_get = ch.get
+
+            def get_then_ctrl_c(guest: str, sink):  # Ctrl-C after the first 32 KiB
+                def first(data: bytes) -> None:
+                    sink(data)
+                    raise KeyboardInterrupt
+                return real_get(guest, first)
+
+            ch.get = get_then_ctrl_c  # type: ignore[method-assign]
+            with pytest.raises(KeyboardInterrupt):
+                transfer.copy_out(ch, "/root/big.bin", partial)
+        assert list(partial.iterdir()) == []
+        # a client gone in the middle of a put, even in the middle of a frame: the guest
+        # drops the half-written file, and the next session works at once
+        with control.Channel(sock, what="r1") as ch:
+            ch.send(control.PUT, struct.pack(">I", 0o644) + b"/root/cut.bin\0cut.bin\0")
+            ch.expect(control.R_DONE)
+            ch.send(control.DATA, bytes(32768))
+            ch.sock.sendall(control.encode(control.DATA, bytes(32768))[:1000])
+        left = lab_exec(path, "r1", "--", "ls", "-A", "/root")
+        assert left.returncode == 0 and b"cut.bin" not in left.stdout, left
 
         # a web server in the guest, reached through the published port
         served = lab_exec(path, "r1", "--", "sh", "-c", "mkdir -p /www && echo hello-from-r1 "
@@ -248,3 +265,72 @@ def test_exec_beside_the_main_process_of_a_scratch_image(tmp_path: Path) -> None
         assert lab_exec(path, "s1", "--", "bash").returncode == 127
     finally:
         cli("lab", "down", path)
+
+
+@pytest.mark.engine
+def test_run_publishes_after_the_adapters_and_refuses_taken_or_bad_ports(
+        bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    port = free_port()
+    shown = cli("run", bundle, "--print-command", "-p", f"{port}:80", "-p", "5353:53/udp")
+    assert shown.returncode == 0, shown.stderr
+    argv = shown.stdout.split()
+    netdev = next(a for a in argv if a.startswith("user,id=minivm-publish"))
+    assert f"hostfwd=tcp:127.0.0.1:{port}-100.127.255.15:80" in netdev
+    assert "hostfwd=udp:127.0.0.1:5353-100.127.255.15:53" in netdev and "restrict=on" in netdev
+    nics = [a for a in argv if a.startswith("virtio-net-pci,mac=")]
+    assert nics[-1].startswith("virtio-net-pci,mac=0e:6d:76:70:75:62")  # after the adapters
+    assert len(nics) == json.loads(bundle.read_text())["qemu"]["adapters"] + 1
+    assert any("name=org.minivm.control" in a for a in argv)
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = cli("run", bundle, "-p", f"{busy.getsockname()[1]}:80", timeout=60)
+    assert taken.returncode == 1 and taken.stderr.count("\n") == 1
+    assert "is taken" in taken.stderr
+    for bad in ("80", "0:80", "8080:80/sctp", "10.0.0.1:8080:80"):
+        refused = cli("run", bundle, "--print-command", "-p", bad)
+        assert refused.returncode == 1 and "HOST_PORT:GUEST_PORT" in refused.stderr, bad
+    path = write_lab(tmp_path, bundle, {"a": "", "b": ""}, [])
+    spec = json.loads(path.read_text())
+    spec["nodes"]["a"]["publish"] = ["8080:80"]
+    spec["nodes"]["b"]["publish"] = ["8080:8080"]
+    path.write_text(json.dumps(spec))
+    twice = cli("lab", "up", path)
+    assert twice.returncode == 1 and "published twice" in twice.stderr
+
+
+@pytest.mark.engine
+@pytest.mark.boot
+def test_run_serves_the_channel_and_a_published_port(bundle: Path,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    port = free_port()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*MINIVM, "run", str(bundle), "--accel", "tcg", "-p", f"{port}:8000",
+                             "--disk-dir", str(tmp_path / "vm")],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        sock = tmp_path / "vm" / "control.sock"
+        deadline = time.monotonic() + 120
+        while True:  # the channel answers once the main process runs
+            if select.select([master], [], [], 0.2)[0]:
+                os.read(master, 65536)
+            try:
+                ch = control.Channel(sock, what="vm", timeout=2)
+                break
+            except MinivmError:
+                assert time.monotonic() < deadline and proc.poll() is None
+        with ch:
+            err = bytearray()
+            code = ch.exec(["sh", "-c", "mkdir -p /www && echo via-run > /www/index.html && "
+                            "httpd -p 8000 -h /www"], stderr=err.extend)
+            assert code == 0, err
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert r.read() == b"via-run\n"
+        os.write(master, b"\x1d")  # Ctrl-]: detach, which powers the VM off
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

@@ -57,8 +57,14 @@ def run(
     qemu.check_publish(ports, "-p")
     app = reader.load(name)
     which(qemu.QEMU)
-    chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
     with ExitStack() as stack:
+        from minivm.lab.ports import hold_port
+
+        # published ports: refused before anything starts, held until QEMU listens on them
+        held = [] if print_command else [stack.enter_context(hold_port(
+            p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
+            what=f"published as {p.text}")) for p in ports]
+        chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
         if disk_dir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minivm-run-")))
         else:
@@ -78,11 +84,6 @@ def run(
         if print_command:
             print(shlex.join(argv))
             return
-        from minivm.lab.ports import hold_port
-
-        held = [stack.enter_context(hold_port(
-            p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
-            what=f"published as {p.text}")) for p in ports]
         code = _boot(argv, workdir, sock, qmp, rep, held)
     if code:
         raise typer.Exit(code)
