@@ -154,9 +154,6 @@ static void on_signal(int sig)
 	case SIGTERM: /* busybox reboot */
 	case SIGINT:  /* Ctrl-Alt-Del */
 		shutdown_now(RB_AUTOBOOT);
-	case SIGIO: /* the control channel's host side came back */
-		control_wake();
-		break;
 	default: /* anything else is for the main process, as in a container */
 		if (main_svc.pid > 0)
 			kill(main_svc.pid, sig);
@@ -235,8 +232,12 @@ int main(int argc, char **argv, char **envp)
 		if (poll(pfd, 1 + nb + nc, (int)wait) < 0 && errno != EINTR)
 			continue;
 		struct signalfd_siginfo si;
-		while (read(sfd, &si, sizeof(si)) == sizeof(si))
-			on_signal((int)si.ssi_signo);
+		while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGIO && si.ssi_code > 0) /* from the kernel, not kill(): */
+				control_wake(); /* the control channel's host side came back */
+			else
+				on_signal((int)si.ssi_signo);
+		}
 		for (int i = 0; i < nb; i++)
 			if ((pfd[1 + i].revents & POLLIN) && power_button_pressed(fds[i]))
 				power_button();
