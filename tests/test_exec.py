@@ -142,6 +142,7 @@ def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # no
         big.chmod(0o751)
         copied_in = cli("lab", "cp", path, big, "r1:/root/")
         assert copied_in.returncode == 0, copied_in.stderr
+        assert "r1:/root/big.bin" in copied_in.stderr and "//" not in copied_in.stderr
         inside = lab_exec(path, "r1", "--", "sh", "-c", "md5sum /root/big.bin; stat -c %a "
                           "/root/big.bin 2>/dev/null || ls -l /root/big.bin")
         assert md5(big) in inside.stdout.decode()
@@ -171,7 +172,7 @@ def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # no
         assert small.returncode == 0, small.stderr
         full = cli("lab", "cp", path, big, "r1:/mnt/small/")
         assert full.returncode == 1 and full.stderr.count("\n") == 1
-        assert "No space left on device" in full.stderr
+        assert "cannot write /mnt/small/big.bin: No space left on device" in full.stderr
         assert lab_exec(path, "r1", "--", "ls", "-A", "/mnt/small").stdout == b""
 
         # nothing half-written on the host: a copy that fails, a copy interrupted

@@ -350,8 +350,10 @@ static void do_put(const char *p, size_t len)
 	mode_t mode = get_u32((const unsigned char *)p) & 07777;
 	const char *path = p + 4, *name = path + strlen(path) + 1;
 	struct stat st;
+	size_t plen = strlen(path);
 	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		snprintf(put_path, sizeof(put_path), "%s/%s", path, name);
+		snprintf(put_path, sizeof(put_path), "%s%s%s", path,
+			 plen && path[plen - 1] == '/' ? "" : "/", name);
 	else
 		scopy(put_path, sizeof(put_path), path);
 	char *slash = strrchr(put_path, '/');

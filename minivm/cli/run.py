@@ -45,8 +45,9 @@ def run(
 ) -> None:
     """Boot one MiniVM locally, console attached: Ctrl-] detaches and powers it off.
 
-    Its adapters are not connected (use `minivm lab` for links). The appliance's images are
-    never written: the VM writes to its own overlays.
+    Its adapters are not connected (use `minivm lab` for links); -p publishes ports on
+    127.0.0.1. The appliance's images are never written: the VM writes to its own overlays.
+    The control channel (see `minivm lab exec`) listens on DISK_DIR/control.sock.
     """
     from minivm.gns3 import reader
     from minivm.vm import accel as accel_mod
