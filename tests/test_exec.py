@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from minivm.gns3 import appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
-from minivm.vm import control, transfer
+from minivm.vm import control, qemu, transfer
 
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
 
@@ -100,6 +101,24 @@ def test_an_init_without_the_channel_or_older_is_named(tmp_path: Path) -> None:
         control.Channel(fake_guest(tmp_path / "a", None), what="r1", timeout=1)
     with pytest.raises(MinivmError, match=r"protocol 0, this minivm speaks 1 .*older"):
         control.Channel(fake_guest(tmp_path / "b", struct.pack(">H", 0)), what="r1")
+
+
+def test_the_publish_nic_comes_after_every_adapter_even_on_a_new_bridge() -> None:
+    node = uuid.uuid4()
+    pub = (qemu.parse_publish("8080:80", "t"), qemu.parse_publish("127.0.0.1:5353:53/udp", "t"))
+    argv = qemu.command_line(qemu.Machine(name="n", node_id=node, ram=64,
+                                          adapters=(None,) * 32, publish=pub,
+                                          control=Path("/tmp/c.sock")))
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    nics = [d for d in devices if d.startswith("virtio-net-pci")]
+    assert len(nics) == 33 and "pci-bridge2" in nics[-1] and qemu.PUBLISH_MAC in nics[-1]
+    assert all(qemu.PUBLISH_MAC not in d for d in nics[:-1])
+    assert "virtserialport,bus=minivm-serial.0,chardev=minivm-control," \
+           "name=org.minivm.control" in devices
+    assert not any("minivm" in a for a in qemu.command_line(
+        qemu.Machine(name="n", node_id=node, ram=64, adapters=(None,))))  # as GNS3: none
+    with pytest.raises(MinivmError, match="published twice"):
+        qemu.check_publish([pub[0], qemu.Publish(8080, 81)], "t")
 
 
 # --- on a lab node ----------------------------------------------------------------------------
