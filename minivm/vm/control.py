@@ -152,8 +152,8 @@ class Channel:
                 raise MinivmError(f"{self.what}: no answer on the control channel within "
                                   f"{timeout:.0f} s",
                                   hint="its init is older than the channel (rebuild the "
-                                       "appliance with this minivm) or it is still booting "
-                                       "(try again)")
+                                       "appliance with this minivm), it is still booting, or "
+                                       "another minivm command holds the channel (try again)")
             # frames before our hello's answer are an earlier session's: skipped
         payload = frame[1]
         version = struct.unpack(">H", payload[:2])[0]
