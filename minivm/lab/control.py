@@ -114,8 +114,8 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                         held.pop(key).close()  # QEMU has the port now
                     if name in consoles:
                         consoles.pop(name).close()
-                    for sock in published.pop(name):
-                        sock.close()
+                    for published_port in published.pop(name):
+                        published_port.close()
             write_state(lab.state_dir, state)
         except BaseException:
             _rollback(lab, state, started, created)
