@@ -318,6 +318,14 @@ def test_run_publishes_after_the_adapters_and_refuses_taken_or_bad_ports(
     path.write_text(json.dumps(spec))
     twice = cli("lab", "up", path)
     assert twice.returncode == 1 and "published twice" in twice.stderr
+    spec["nodes"]["b"]["publish"] = ["8081:80"]
+    path.write_text(json.dumps(spec))
+    for argv, message in ((["exec", path, "nosuch", "--", "true"], "has no node 'nosuch'"),
+                          (["cp", path, "a.txt", "b.txt"], "one side of `lab cp` is NODE:PATH"),
+                          (["cp", path, "a:/etc/hosts", "b:/tmp"], "one side of `lab cp`")):
+        done = cli("lab", *argv)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1
 
 
 @pytest.mark.engine
