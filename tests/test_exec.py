@@ -246,6 +246,7 @@ def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # no
     finally:
         down = cli("lab", "down", path, "--json")
     assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["stopped"] == {"r1": "acpi"}  # the channel never blocks it
 
 
 SCRATCH = """\
