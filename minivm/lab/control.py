@@ -45,6 +45,20 @@ def node_id(lab: Lab, name: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"minivm-lab:{lab.path}:{name}")
 
 
+def node_machine(lab: Lab, name: str, *, disks: list[Path],
+                 adapters: list[qemu.UdpTunnel | None] | None = None,
+                 **runtime: Any) -> qemu.Machine:
+    """The Machine of a lab node: its appliance with the node's RAM, CPUs, adapters and kernel
+    arguments. Both runners use it (locally with overlays and tunnels; on a GNS3 server the
+    node's properties are read from it), so the two cannot drift."""
+    node = lab.nodes[name]
+    if adapters is None:
+        adapters = [None] * node.adapters
+    return qemu.machine_from_appliance(
+        node.appliance, name=name, node_id=node_id(lab, name), disks=disks, adapters=adapters,
+        append=node.append, ram=node.ram, cpus=node.cpus, **runtime)
+
+
 def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> list[str]:
     """Start every node that is not running; returns the names started.
 
@@ -140,12 +154,10 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                                log=workdir / "console.log")
         address = f"unix:{workdir / 'console.sock'}"
     qmp = workdir / "qmp.sock"
-    m = qemu.machine_from_appliance(
-        node.appliance, name=name, node_id=node_id(lab, name), disks=disks,
-        adapters=tunnels(lab, state.ports, name), append=node.append, ram=node.ram,
-        cpus=node.cpus, accel=chosen, console=console, qmp=qmp,
-        monitor=workdir / "monitor.sock", pidfile=workdir / "qemu.pid", daemonize=True,
-        control=workdir / "control.sock", publish=node.publish)
+    m = node_machine(lab, name, disks=disks, adapters=tunnels(lab, state.ports, name),
+                     accel=chosen, console=console, qmp=qmp, monitor=workdir / "monitor.sock",
+                     pidfile=workdir / "qemu.pid", daemonize=True,
+                     control=workdir / "control.sock", publish=node.publish)
     argv = qemu.command_line(m)
     clean_runtime(lab, name)
     (workdir / "console.log").open("ab").write(

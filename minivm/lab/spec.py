@@ -18,7 +18,7 @@ from minivm.vm import qemu
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENDPOINT = re.compile(r"^(?P<node>[^:\s]+):(?P<port>[^:\s]+)$")
 EXTERNAL = re.compile(r"^udp:(?P<host>[^:\s]+):(?P<rport>\d+):(?P<lport>\d+)$")
-NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters", "publish"}
+NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters", "publish", "compute"}
 STOP_TIMEOUT = 10.0
 SOCKET_PATH_MAX = 107
 LOOPBACK = "127.0.0.1"
@@ -33,6 +33,7 @@ class Node:
     append: str
     adapters: int
     publish: tuple[qemu.Publish, ...] = ()  # host ports forwarded to the node (127.0.0.1)
+    compute: str | None = None  # a GNS3 compute (id or name); the local runner ignores it
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def load(path: Path) -> Lab:
                            ram=_int(spec.get("ram", app.ram), where, f"{name}.ram"),
                            cpus=_int(spec.get("cpus", app.cpus), where, f"{name}.cpus"),
                            append=with_hostname(name, str(spec.get("append", "") or "")),
-                           adapters=adapters, publish=_publish(spec.get("publish"), where, name))
+                           adapters=adapters, publish=_publish(spec.get("publish"), where, name),
+                           compute=str(spec["compute"]) if spec.get("compute") else None)
     qemu.check_publish([p for n in nodes.values() for p in n.publish], where)
     links = _links(data.get("links") or [], nodes, where)
     accel = str(data.get("accel", "auto"))

@@ -1,0 +1,132 @@
+"""Install an appliance bundle on a GNS3 server: its image files, then a QEMU template.
+
+GNS3 3.0 has no API that takes a .gns3a file, so the template is made from the appliance's
+``qemu`` section and the files of its first ``versions[]`` entry with ``POST /v3/templates``
+(the same settings the GUI's "Import appliance" writes). Files go up with
+``POST /v3/images/upload/NAME`` unless the server lists one of that name with the same md5
+(``GET /v3/images`` gives each image's checksum). Pushing again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from minivm.errors import MinivmError
+from minivm.fsutil import md5_file
+from minivm.gns3 import reader
+from minivm.gns3.server import Client, image_path
+from minivm.ui import QUIET, Reporter
+
+IMAGE_KEYS = ("hda_disk_image", "hdb_disk_image", "hdc_disk_image", "hdd_disk_image",
+              "kernel_image", "initrd")
+QEMU_KEYS = ("adapter_type", "adapters", "ram", "cpus", "console_type", "kernel_command_line",
+             "options", "on_close", "boot_priority", "cpu_throttling", "process_priority",
+             "hda_disk_interface", "hdb_disk_interface", "hdc_disk_interface",
+             "hdd_disk_interface")
+
+
+def bundle_data(app: reader.Appliance) -> dict[str, Any]:
+    """The decoded .gns3a of a loaded appliance."""
+    try:
+        return dict(json.loads(app.path.read_text()))
+    except (OSError, ValueError) as e:
+        raise MinivmError(f"{app.path}: not a readable appliance file: {e}") from e
+
+
+def bundle_files(app: reader.Appliance) -> list[dict[str, Any]]:
+    """The files a node of ``app`` needs: name, local path, md5 and size (from the .gns3a)."""
+    data = bundle_data(app)
+    listed = {i["filename"]: i for i in data.get("images", []) if isinstance(i, dict)}
+    chosen = data["versions"][0]["images"]
+    files = []
+    for key in IMAGE_KEYS:
+        name = chosen.get(key)
+        if not name:
+            continue
+        entry = listed.get(name, {})
+        path = app.path.parent / name
+        size = path.stat().st_size
+        if entry.get("filesize") not in (None, size):
+            raise MinivmError(f"{path} is {size} bytes, {app.path.name} says "
+                              f"{entry['filesize']}", hint="rebuild the bundle: minivm appliance")
+        files.append({"role": key, "filename": name, "path": path,
+                      "md5": entry.get("md5sum") or md5_file(path), "size": size})
+    return files
+
+
+def template_settings(app: reader.Appliance) -> dict[str, Any]:
+    """The GNS3 QEMU template for ``app`` (POST /v3/templates body)."""
+    data = bundle_data(app)
+    qemu = data["qemu"]
+    body: dict[str, Any] = {
+        "name": app.name, "template_type": "qemu", "category": data.get("category", "guest"),
+        "platform": qemu.get("arch", "x86_64"), "linked_clone": data.get("linked_clone", True),
+        "port_name_format": data.get("port_name_format", "eth{0}"),
+        "usage": data.get("usage", ""), "default_name_format": "{name}-{0}",
+    }
+    if data.get("first_port_name"):
+        body["first_port_name"] = data["first_port_name"]
+    if data.get("port_segment_size") is not None:
+        body["port_segment_size"] = data["port_segment_size"]
+    body.update({k: qemu[k] for k in QEMU_KEYS if k in qemu})
+    body.update({k: v for k, v in data["versions"][0]["images"].items() if k in IMAGE_KEYS})
+    return body
+
+
+def server_images(client: Client) -> dict[str, dict[str, Any]]:
+    """The server's images by file name."""
+    return {str(i["filename"]): i for i in client.get("/images") or []}
+
+
+def upload_images(client: Client, app: reader.Appliance, *,
+                  reporter: Reporter = QUIET) -> dict[str, list[str]]:
+    """Upload the bundle's files the server lacks; a same-named file with another md5 is
+    replaced (GNS3 refuses while a template still uses it, and says so)."""
+    have = server_images(client)
+    done: dict[str, list[str]] = {"uploaded": [], "skipped": [], "replaced": []}
+    for f in bundle_files(app):
+        name = f["filename"]
+        old = have.get(name)
+        if old and old.get("checksum") == f["md5"]:
+            done["skipped"].append(name)
+            continue
+        if old:
+            client.delete(f"/images/{image_path(old['path'])}",
+                          what=f"replacing the image {name} (another md5 on the server)")
+            done["replaced"].append(name)
+        with reporter.bytes(f"uploading {name}", total=f["size"]) as advance:
+            client.upload(f"/images/upload/{image_path(name)}", f["path"],
+                          what=f"uploading {name}", progress=advance)
+        done["uploaded"].append(name)
+    return done
+
+
+def install_template(client: Client, app: reader.Appliance) -> dict[str, Any]:
+    """Create the template, or update the one of the same name when its settings differ."""
+    wanted = template_settings(app)
+    for template in client.get("/templates") or []:
+        if template.get("name") != app.name:
+            continue
+        if template.get("template_type") != "qemu" or template.get("builtin"):
+            raise MinivmError(f"GNS3 already has a template named {app.name!r} that is not a "
+                              "QEMU appliance template", hint="rename or delete that template")
+        changed = {k: v for k, v in wanted.items() if template.get(k) != v}
+        changed.pop("template_type", None)
+        tid = template["template_id"]
+        if not changed:
+            return {"template_id": tid, "action": "unchanged"}
+        client.put(f"/templates/{tid}", changed, what=f"updating the template {app.name}")
+        return {"template_id": tid, "action": "updated", "changed": sorted(changed)}
+    made = client.post("/templates", wanted, what=f"creating the template {app.name}")
+    return {"template_id": made["template_id"], "action": "created"}
+
+
+def push(client: Client, app: reader.Appliance, *, reporter: Reporter = QUIET) -> dict[str, Any]:
+    """Images, then template; returns what was done (``changed`` false: nothing was)."""
+    with reporter.stage(f"images:{app.name}", f"Images of {app.name} on {client.creds.url}"):
+        images = upload_images(client, app, reporter=reporter)
+    template = install_template(client, app)
+    changed = bool(images["uploaded"]) or template["action"] != "unchanged"
+    return {"appliance": app.name, "server": client.creds.url, "images": images,
+            "template": template, "changed": changed}

@@ -1,0 +1,332 @@
+"""A lab on a GNS3 server: the same lab file, run as a GNS3 project through its REST API.
+
+``up`` installs each appliance (images and template, :mod:`minivm.gns3.push`), creates (or
+reuses) the project named after the lab file, one QEMU node per lab node on its compute, the
+links, and starts the nodes. Node properties come from :func:`node_properties`, which reads
+them off the local runner's own Machine (:func:`minivm.lab.control.node_machine`): RAM, CPUs,
+adapters and their type, kernel arguments, disks and their interfaces cannot drift apart.
+
+Nothing is left half-made: when a step fails, a project this call created is deleted again;
+in a project that existed before, only the nodes and links this call added are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from minivm.errors import MinivmError
+from minivm.fsutil import atomic_path
+from minivm.gns3 import push
+from minivm.gns3.server import Client
+from minivm.lab.control import node_machine
+from minivm.lab.spec import External, Lab
+from minivm.ui import QUIET, Reporter
+from minivm.vm import console as console_mod
+
+LOCAL_COMPUTE = "local"
+ANY_ADDRESS = ("", "0.0.0.0", "::")
+GRID = 4  # nodes per row on the canvas
+
+
+def node_properties(lab: Lab, name: str) -> dict[str, Any]:
+    """The GNS3 QEMU properties of a lab node, read from the Machine the local runner boots."""
+    app = lab.nodes[name].appliance
+    m = node_machine(lab, name, disks=[image for image, _ in app.disks])
+    props: dict[str, Any] = {
+        "ram": m.ram, "cpus": m.cpus, "adapters": len(m.adapters),
+        "adapter_type": m.adapter_type, "kernel_command_line": m.append,
+        "kernel_image": m.kernel.name if m.kernel else "",
+        "initrd": m.initrd.name if m.initrd else "",
+        "options": shlex.join(m.options), "console_type": app.console_type,
+        "on_close": app.on_close, "platform": "x86_64", "linked_clone": True,
+    }
+    for letter, drive in zip("abcd", m.drives, strict=False):
+        props[f"hd{letter}_disk_image"] = drive.path.name
+        props[f"hd{letter}_disk_interface"] = drive.interface
+    return props
+
+
+def refuse_externals(lab: Lab) -> None:
+    """GNS3 reaches the outside world through its own cloud nodes, not minivm's udp: ends."""
+    for link in lab.links:
+        if isinstance(link.b, External):
+            raise MinivmError(f"{lab.path.name}: link {link.text!r} leaves the lab (udp:...), "
+                              "which a GNS3 server cannot run",
+                              hint="use a GNS3 cloud or NAT node in the project instead, or "
+                                   "run this lab locally (without --server)")
+
+
+def resolve_computes(client: Client, lab: Lab) -> dict[str, str]:
+    """Each node's compute id (``compute:`` is a compute id or name; default: local)."""
+    known = client.get("/computes") or []
+    ids = {LOCAL_COMPUTE: LOCAL_COMPUTE}
+    for c in known:
+        ids[str(c["compute_id"])] = str(c["compute_id"])
+        ids.setdefault(str(c.get("name")), str(c["compute_id"]))
+    out = {}
+    for name, node in lab.nodes.items():
+        wanted = node.compute or LOCAL_COMPUTE
+        if wanted not in ids:
+            names = ", ".join([LOCAL_COMPUTE, *(str(c.get("name")) for c in known)])
+            raise MinivmError(f"{lab.path.name}: node {name}: GNS3 has no compute {wanted!r}",
+                              hint=f"computes on {client.creds.url}: {names}")
+        out[name] = ids[wanted]
+    return out
+
+
+def find_project(client: Client, lab: Lab) -> dict[str, Any] | None:
+    """The project named after the lab file, if the server has it."""
+    name = project_name(lab)
+    for project in client.get("/projects") or []:
+        if project.get("name") == name:
+            return dict(project)
+    return None
+
+
+def project_name(lab: Lab) -> str:
+    return lab.path.stem
+
+
+def _open(client: Client, project: dict[str, Any]) -> str:
+    pid = str(project["project_id"])
+    if project.get("status") != "opened":
+        client.post(f"/projects/{pid}/open", what=f"opening the project {project['name']}")
+    return pid
+
+
+def _nodes(client: Client, pid: str) -> dict[str, dict[str, Any]]:
+    return {str(n["name"]): n for n in client.get(f"/projects/{pid}/nodes") or []}
+
+
+def _link_key(ends: list[dict[str, Any]]) -> frozenset[tuple[str, int, int]]:
+    return frozenset((str(e["node_id"]), int(e["adapter_number"]), int(e["port_number"]))
+                     for e in ends)
+
+
+def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
+       timeout: float = 300.0, reporter: Reporter = QUIET) -> dict[str, Any]:
+    """Install the appliances, make the project, nodes and links, start the nodes (and wait
+    for ``wait`` on their consoles). Returns what the project holds and what this call did."""
+    refuse_externals(lab)
+    computes = resolve_computes(client, lab)
+    pushed = {}
+    for app in {n.appliance.path: n.appliance for n in lab.nodes.values()}.values():
+        pushed[app.name] = push.push(client, app, reporter=reporter)
+    project = find_project(client, lab)
+    created_project = project is None
+    if project is None:
+        project = client.post("/projects", {"name": project_name(lab)},
+                              what=f"creating the project {project_name(lab)}")
+    pid = _open(client, project)
+    new_nodes: list[str] = []
+    new_links: list[str] = []
+    started: list[str] = []
+    try:
+        with reporter.stage("nodes", f"Nodes and links in the GNS3 project {project_name(lab)}"):
+            nodes = _make_nodes(lab, client, pid, computes, new_nodes)
+            links = _make_links(lab, client, pid, nodes, new_links)
+        waits: dict[str, float] = {}
+        if start:
+            waits = _start(lab, client, pid, nodes, started, wait=wait, timeout=timeout,
+                           reporter=reporter)
+    except BaseException:
+        _rollback(client, pid, created_project, new_nodes, new_links, started, lab)
+        raise
+    info = status(lab, client)
+    info.update({"created_project": created_project, "created_nodes": [
+        n for n in lab.nodes if nodes[n]["node_id"] in new_nodes], "created_links": [
+        link.text for link in lab.links if links[link.text] in new_links],
+        "started": started, "wait_seconds": waits, "appliances": pushed})
+    return info
+
+
+def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
+                new_nodes: list[str]) -> dict[str, dict[str, Any]]:
+    have = _nodes(client, pid)
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(lab.nodes):
+        app = lab.nodes[name].appliance
+        props = node_properties(lab, name)
+        node = have.get(name)
+        if node is not None:
+            if node.get("node_type") != "qemu" or str(node.get("compute_id")) != computes[name]:
+                raise MinivmError(f"project {project_name(lab)} has a node {name} of type "
+                                  f"{node.get('node_type')} on compute {node.get('compute_id')}; "
+                                  f"the lab wants a QEMU node on {computes[name]}",
+                                  hint="delete that node, or the project (lab down --delete)")
+            changed = {k: v for k, v in props.items() if node["properties"].get(k) != v}
+            if changed:
+                node = client.put(f"/projects/{pid}/nodes/{node['node_id']}",
+                                  {"properties": changed}, what=f"updating node {name}")
+            out[name] = node
+            continue
+        body = {"name": name, "node_type": "qemu", "compute_id": computes[name],
+                "properties": props, "port_name_format": app.port_name_format,
+                "x": (i % GRID) * 160 - 240, "y": (i // GRID) * 140 - 70}
+        node = client.post(f"/projects/{pid}/nodes", body, what=f"creating node {name}",
+                           timeout=1200)
+        new_nodes.append(str(node["node_id"]))
+        if node.get("name") != name:
+            raise MinivmError(f"GNS3 named node {name} {node.get('name')!r} instead")
+        out[name] = node
+    return out
+
+
+def _make_links(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
+                new_links: list[str]) -> dict[str, str]:
+    have = {_link_key(link["nodes"]): str(link["link_id"])
+            for link in client.get(f"/projects/{pid}/links") or []}
+    out: dict[str, str] = {}
+    for link in lab.links:
+        assert not isinstance(link.b, External)
+        ends = [{"node_id": nodes[n]["node_id"], "adapter_number": a, "port_number": 0}
+                for n, a in (link.a, link.b)]
+        key = _link_key(ends)
+        if key in have:
+            out[link.text] = have[key]
+            continue
+        made = client.post(f"/projects/{pid}/links", {"nodes": ends},
+                           what=f"creating link {link.text}")
+        new_links.append(str(made["link_id"]))
+        out[link.text] = str(made["link_id"])
+    return out
+
+
+def console_address(client: Client, node: dict[str, Any],
+                    hosts: dict[str, str] | None = None) -> str | None:
+    """``telnet:HOST:PORT`` of a node's console (None without a telnet console)."""
+    if node.get("console_type") != "telnet" or not node.get("console"):
+        return None
+    host = str(node.get("console_host") or "")
+    if host in ANY_ADDRESS:
+        host = (hosts or {}).get(str(node.get("compute_id")), "") or ""
+    if host in ANY_ADDRESS:
+        host = urlparse(client.creds.url).hostname or "127.0.0.1"
+    return f"telnet:{host}:{node['console']}"
+
+
+def _compute_hosts(client: Client) -> dict[str, str]:
+    return {str(c["compute_id"]): str(c.get("host", "")) for c in client.get("/computes") or []}
+
+
+def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
+           started: list[str], *, wait: str | None, timeout: float,
+           reporter: Reporter) -> dict[str, float]:
+    """Start the nodes not running; with ``wait``, watch each console from its start on."""
+    hosts = _compute_hosts(client)
+    watchers: list[threading.Thread] = []
+    seen: dict[str, float] = {}
+    problems: dict[str, str] = {}
+    t0 = time.monotonic()
+
+    def watch(name: str, address: str) -> None:
+        try:
+            with console_mod.Session(address, timeout=30) as s:
+                s.expect(wait or "", timeout=max(1.0, timeout - (time.monotonic() - t0)))
+            seen[name] = round(time.monotonic() - t0, 3)
+        except (AssertionError, MinivmError, OSError) as e:
+            problems[name] = " ".join(str(e).split())[:300]
+
+    with reporter.stage("start", "Starting the nodes"):
+        for name, node in nodes.items():
+            if node.get("status") == "started":
+                continue
+            node = client.post(f"/projects/{pid}/nodes/{node['node_id']}/start",
+                               what=f"starting node {name}", timeout=300) or node
+            started.append(name)
+            if wait:
+                fresh = client.get(f"/projects/{pid}/nodes/{nodes[name]['node_id']}")
+                address = console_address(client, fresh, hosts)
+                if address is None:
+                    raise MinivmError(f"node {name} has no telnet console to --wait on")
+                thread = threading.Thread(target=watch, args=(name, address), daemon=True)
+                thread.start()
+                watchers.append(thread)
+    if wait:
+        with reporter.stage("wait", f"Waiting for {wait!r} on {len(watchers)} console(s)"):
+            for thread in watchers:
+                thread.join(timeout + 5)
+        missing = [n for n in started if n not in seen]
+        if missing:
+            why = "; ".join(f"{n}: {problems.get(n, 'no answer')}" for n in missing)
+            raise MinivmError(f"{', '.join(missing)}: {wait!r} not on the console within "
+                              f"{timeout:.0f} s ({why})"[:600])
+    return seen
+
+
+def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
+              new_links: list[str], started: list[str], lab: Lab) -> None:
+    """Undo what one ``up`` did; errors while undoing do not hide the first one."""
+    steps: list[tuple[str, str]] = []
+    if created_project:
+        if started:
+            steps.append(("POST", f"/projects/{pid}/nodes/stop"))
+        steps.append(("DELETE", f"/projects/{pid}"))
+    else:
+        steps += [("DELETE", f"/projects/{pid}/links/{lid}") for lid in new_links]
+        steps += [("DELETE", f"/projects/{pid}/nodes/{nid}") for nid in new_nodes]
+    for method, path in steps:
+        with contextlib.suppress(MinivmError):
+            client.request(method, path, ok=(404,), timeout=300)
+
+
+def status(lab: Lab, client: Client) -> dict[str, Any]:
+    """Each lab node's state on the server (started, stopped, suspended; absent if missing)."""
+    project = find_project(client, lab)
+    info: dict[str, Any] = {"lab": str(lab.path), "server": client.creds.url,
+                            "project": project_name(lab),
+                            "project_id": project and project["project_id"],
+                            "links": [link.text for link in lab.links]}
+    if project is None:
+        info["nodes"] = {n: {"status": "absent"} for n in lab.nodes}
+        return info
+    pid = _open(client, project)
+    have = _nodes(client, pid)
+    hosts = _compute_hosts(client)
+    nodes: dict[str, Any] = {}
+    for name in lab.nodes:
+        node = have.get(name)
+        nodes[name] = {"status": "absent"} if node is None else {
+            "status": node.get("status"), "node_id": node["node_id"],
+            "compute_id": node.get("compute_id"),
+            "console": console_address(client, node, hosts)}
+    info["nodes"] = nodes
+    return info
+
+
+def down(lab: Lab, client: Client, *, delete: bool = False,
+         reporter: Reporter = QUIET) -> dict[str, Any]:
+    """Stop every node (GNS3's stop: the ACPI power button); ``delete`` removes the project."""
+    project = find_project(client, lab)
+    if project is None:
+        reporter.info(f"GNS3 has no project {project_name(lab)}")
+        return {"project": project_name(lab), "stopped": [], "deleted": False}
+    pid = _open(client, project)
+    running = [n for n, node in _nodes(client, pid).items() if node.get("status") != "stopped"]
+    with reporter.stage("stop", f"Stopping {len(running)} node(s)"):
+        client.post(f"/projects/{pid}/nodes/stop", what="stopping the nodes", timeout=300)
+    if delete:
+        client.delete(f"/projects/{pid}", what=f"deleting the project {project_name(lab)}")
+        reporter.info(f"project {project_name(lab)} deleted")
+    return {"project": project_name(lab), "project_id": pid, "stopped": running,
+            "deleted": delete}
+
+
+def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -> dict[str, Any]:
+    """The project as a portable .gns3project (a zip with its images), written atomically."""
+    project = find_project(client, lab)
+    if project is None:
+        raise MinivmError(f"GNS3 has no project {project_name(lab)}",
+                          hint=f"create it first: minivm lab up {lab.path} --server ...")
+    pid = _open(client, project)
+    with reporter.bytes(f"exporting {project_name(lab)}") as advance, atomic_path(out) as tmp:
+        size = client.download(f"/projects/{pid}/export?include_images=true&compression=zip",
+                               tmp, what=f"exporting the project {project_name(lab)}",
+                               progress=advance)
+    return {"project": project_name(lab), "project_id": pid, "file": str(out), "bytes": size}
