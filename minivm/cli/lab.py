@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.gns3 import Password, ServerUrl, User, connect
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice
 
@@ -27,17 +28,37 @@ def up(lab_file: LabFile, accel: Accel = None,
        wait: Annotated[str | None, typer.Option(
            "--wait", help="Wait until every started node's console shows this regex.")] = None,
        timeout: Annotated[float, typer.Option(help="Seconds --wait may take.")] = 300.0,
+       url: ServerUrl = None, user: User = None, password: Password = None,
+       no_start: Annotated[bool, typer.Option(
+           "--no-start", help="With --server: make the project, nodes and links only.")] = False,
        quiet: Quiet = False, json_output: Json = False) -> None:
     """Start every node of the lab that is not running, in the background.
 
     Lab file: `nodes:` (name -> appliance, ram, append, adapters, publish: ["8080:80"]:
-    127.0.0.1:8080 on the host reaches the node's port 80), `links:` (`r1:eth0 --
-    r2:eth0`, or `r1:eth1 -- udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
+    127.0.0.1:8080 on the host reaches the node's port 80; compute: a GNS3 compute, with
+    --server), `links:` (`r1:eth0 -- r2:eth0`, or `r1:eth1 --
+    udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
     optional `accel:` and `console:` (telnet or unix). State goes to LAB.state/ beside it.
+
+    With --server the lab runs on a GNS3 server instead: a project named after the lab file,
+    one QEMU node per lab node (on its `compute:`, default the controller's own), its links.
     """
     from minivm import lab as lab_mod
     rep = reporter(quiet=quiet or json_output)
     lab = lab_mod.load(lab_file)
+    if url:
+        from minivm.lab import gns3 as on_gns3
+        info = on_gns3.up(lab, connect(url, user, password), start=not no_start, wait=wait,
+                          timeout=timeout, reporter=rep)
+        if json_output:
+            emit_json(info)
+            return
+        for name, node in info["nodes"].items():
+            rep.info(f"{name}: {node['status']} on {node['compute_id']}, console "
+                     f"{node['console']}")
+        return
+    if no_start:
+        raise MinivmError("--no-start needs --server (a GNS3 server)")
     offsets = {n: _log_size(lab, n) for n in lab.nodes}
     started = lab_mod.up(lab, accel=accel, reporter=rep)
     seconds: dict[str, float] = {}
@@ -62,10 +83,25 @@ def _log_size(lab: Any, name: str) -> int:
 
 @app.command("status")
 @user_errors
-def status(lab_file: LabFile, json_output: Json = False) -> None:
-    """What runs: each node's state, console, QEMU pid and link ports (exit 3 if one crashed)."""
+def status(lab_file: LabFile, url: ServerUrl = None, user: User = None,
+           password: Password = None, json_output: Json = False) -> None:
+    """What runs: each node's state, console, QEMU pid and link ports (exit 3 if one crashed).
+
+    With --server: each node's state in the GNS3 project (started, stopped, absent).
+    """
     from minivm import lab as lab_mod
     lab = lab_mod.load(lab_file)
+    if url:
+        from minivm.lab import gns3 as on_gns3
+        remote = on_gns3.status(lab, connect(url, user, password))
+        if json_output:
+            emit_json(remote)
+            return
+        for name, node in remote["nodes"].items():
+            extra = (f" {node['compute_id']:<12} {node['console'] or ''}"
+                     if "node_id" in node else "")
+            print(f"{name:12} {node['status']:8}{extra}".rstrip())
+        return
     info = lab_mod.status(lab)
     if json_output:
         emit_json(info)
@@ -195,10 +231,50 @@ def down(lab_file: LabFile,
              help="Seconds to wait for the ACPI power-off before quitting QEMU.")] = 10.0,
          clean: Annotated[bool, typer.Option(
              "--clean", help="Also remove the state folder, the nodes' disks included.")] = False,
+         url: ServerUrl = None, user: User = None, password: Password = None,
+         delete: Annotated[bool, typer.Option(
+             "--delete", help="With --server: also delete the GNS3 project.")] = False,
          quiet: Quiet = False, json_output: Json = False) -> None:
-    """Power every node off (ACPI power button), then quit or kill what remains."""
+    """Power every node off (ACPI power button), then quit or kill what remains.
+
+    With --server: GNS3 stops the nodes (its stop presses the ACPI power button too).
+    """
     from minivm import lab as lab_mod
     rep = reporter(quiet=quiet or json_output)
+    if url:
+        from minivm.lab import gns3 as on_gns3
+        lab = lab_mod.load(lab_file)
+        result = on_gns3.down(lab, connect(url, user, password), delete=delete, reporter=rep)
+        if json_output:
+            emit_json(result)
+        return
+    if delete:
+        raise MinivmError("--delete needs --server (a GNS3 server); locally use --clean")
     results = lab_mod.down(lab_file, timeout=timeout, clean=clean, reporter=rep)
     if json_output:
         emit_json({"lab": str(lab_file.resolve()), "stopped": results})
+
+
+@app.command("export")
+@user_errors
+def export(lab_file: LabFile,
+           output: Annotated[Path, typer.Option(
+               "--output", "-o", help="The .gns3project file to write.", show_default=False)],
+           url: ServerUrl = None, user: User = None, password: Password = None,
+           quiet: Quiet = False, json_output: Json = False) -> None:
+    """Write the lab's GNS3 project, images included, as one .gns3project file.
+
+    Another GNS3 user imports it with File > Import portable project. Needs --server.
+    """
+    from minivm import lab as lab_mod
+    from minivm.lab import gns3 as on_gns3
+    rep = reporter(quiet=quiet or json_output)
+    lab = lab_mod.load(lab_file)
+    if not url:
+        raise MinivmError("lab export needs --server (or MINIVM_GNS3_URL)",
+                          hint="the project is made on a GNS3 server by: minivm lab up --server")
+    result = on_gns3.export(lab, connect(url, user, password), output, reporter=rep)
+    if json_output:
+        emit_json(result)
+    else:
+        rep.info(f"wrote {output} ({result['bytes'] / 1e6:.1f} MB)")

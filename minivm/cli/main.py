@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from minivm.cli import appliance, build, common, kernel, lab, run
+from minivm.cli import appliance, build, common, gns3, kernel, lab, run
 
 app = typer.Typer(
     name="minivm",
@@ -31,6 +31,7 @@ app.command("build")(build.build)
 app.command("appliance")(appliance.appliance)
 app.command("run")(run.run)
 app.add_typer(lab.app, name="lab")
+app.add_typer(gns3.app, name="gns3")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import contextlib
 import shlex
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -237,8 +238,8 @@ def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
         for name, node in nodes.items():
             if node.get("status") == "started":
                 continue
-            node = client.post(f"/projects/{pid}/nodes/{node['node_id']}/start",
-                               what=f"starting node {name}", timeout=300) or node
+            client.post(f"/projects/{pid}/nodes/{node['node_id']}/start", {},
+                        what=f"starting node {name}", timeout=300)
             started.append(name)
             if wait:
                 fresh = client.get(f"/projects/{pid}/nodes/{nodes[name]['node_id']}")
@@ -267,13 +268,29 @@ def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[s
     if created_project:
         if started:
             steps.append(("POST", f"/projects/{pid}/nodes/stop"))
-        steps.append(("DELETE", f"/projects/{pid}"))
     else:
         steps += [("DELETE", f"/projects/{pid}/links/{lid}") for lid in new_links]
         steps += [("DELETE", f"/projects/{pid}/nodes/{nid}") for nid in new_nodes]
     for method, path in steps:
         with contextlib.suppress(MinivmError):
             client.request(method, path, ok=(404,), timeout=300)
+    if created_project:
+        with contextlib.suppress(MinivmError):
+            delete_project(client, pid)
+
+
+def delete_project(client: Client, pid: str, *, attempts: int = 3) -> None:
+    """DELETE a project; again after a second when a compute could not remove its folder yet
+    (a compute still writing a node's image checksums answers "Directory not empty")."""
+    for attempt in range(attempts):
+        try:
+            client.request("DELETE", f"/projects/{pid}", ok=(404,), what="deleting the project",
+                           timeout=300)
+            return
+        except MinivmError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
 
 
 def status(lab: Lab, client: Client) -> dict[str, Any]:
@@ -312,7 +329,7 @@ def down(lab: Lab, client: Client, *, delete: bool = False,
     with reporter.stage("stop", f"Stopping {len(running)} node(s)"):
         client.post(f"/projects/{pid}/nodes/stop", what="stopping the nodes", timeout=300)
     if delete:
-        client.delete(f"/projects/{pid}", what=f"deleting the project {project_name(lab)}")
+        delete_project(client, pid)
         reporter.info(f"project {project_name(lab)} deleted")
     return {"project": project_name(lab), "project_id": pid, "stopped": running,
             "deleted": delete}
@@ -326,7 +343,28 @@ def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -
                           hint=f"create it first: minivm lab up {lab.path} --server ...")
     pid = _open(client, project)
     with reporter.bytes(f"exporting {project_name(lab)}") as advance, atomic_path(out) as tmp:
-        size = client.download(f"/projects/{pid}/export?include_images=true&compression=zip",
-                               tmp, what=f"exporting the project {project_name(lab)}",
-                               progress=advance)
-    return {"project": project_name(lab), "project_id": pid, "file": str(out), "bytes": size}
+        client.download(f"/projects/{pid}/export?include_images=true&compression=zip",
+                        tmp, what=f"exporting the project {project_name(lab)}", progress=advance)
+        added = _add_missing_images(lab, tmp)
+    return {"project": project_name(lab), "project_id": pid, "file": str(out),
+            "bytes": out.stat().st_size, "images_added": added}
+
+
+def _add_missing_images(lab: Lab, archive: Path) -> list[str]:
+    """GNS3 3.0.6 exports only ``*_image`` files: the initrd is left out, and an importing
+    server could not start the nodes. Add every bundle file the archive lacks."""
+    try:
+        with zipfile.ZipFile(archive, "a") as z:
+            present = {Path(n).name for n in z.namelist() if n.startswith("images/")}
+            added = []
+            for app in {n.appliance.path: n.appliance for n in lab.nodes.values()}.values():
+                for f in push.bundle_files(app):
+                    if f["filename"] not in present:
+                        z.write(f["path"], f"images/QEMU/{f['filename']}",
+                                compress_type=zipfile.ZIP_STORED)
+                        present.add(f["filename"])
+                        added.append(f["filename"])
+            return added
+    except zipfile.BadZipFile as e:
+        raise MinivmError(f"the GNS3 server's export of {project_name(lab)} is not a zip: "
+                          f"{e}") from e
