@@ -255,6 +255,15 @@ def test_lab_starts_waits_and_stops(bundle: Path, cluster: Cluster, tmp_path: Pa
 # --- errors: one line, non-zero exit, nothing left on the server ---------------------------
 
 
+@pytest.mark.skipif(shutil.which("ubridge") is not None, reason="uBridge is here: nodes start")
+def test_start_without_ubridge_fails_and_removes_the_project(bundle: Path, cluster: Cluster,
+                                                             tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, "noubridge", {"u1": {"appliance": str(bundle)}}, [])
+    done = cli("lab", "up", lab_file, "--server", cluster.controller.url)
+    one_error_line(done, "starting node u1", "uBridge")
+    assert_clean(cluster)
+
+
 def test_unreachable_server(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, "nowhere", {"n1": {"appliance": str(bundle)}}, [])
     port = gs.free_port("127.0.0.1")
