@@ -127,7 +127,7 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     pid = _open(client, project)
     new_nodes: list[str] = []
     new_links: list[str] = []
-    started: list[str] = []
+    started: dict[str, str] = {}  # name -> node id, in start order
     try:
         with reporter.stage("nodes", f"Nodes and links in the GNS3 project {project_name(lab)}"):
             nodes = _make_nodes(lab, client, pid, computes, new_nodes)
@@ -137,13 +137,13 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
             waits = _start(lab, client, pid, nodes, started, wait=wait, timeout=timeout,
                            reporter=reporter)
     except BaseException:
-        _rollback(client, pid, created_project, new_nodes, new_links, started, lab)
+        _rollback(client, pid, created_project, new_nodes, new_links, started)
         raise
     info = status(lab, client)
     info.update({"created_project": created_project, "created_nodes": [
         n for n in lab.nodes if nodes[n]["node_id"] in new_nodes], "created_links": [
         link.text for link in lab.links if links[link.text] in new_links],
-        "started": started, "wait_seconds": waits, "appliances": pushed})
+        "started": list(started), "wait_seconds": waits, "appliances": pushed})
     return info
 
 
@@ -217,7 +217,7 @@ def _compute_hosts(client: Client) -> dict[str, str]:
 
 
 def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
-           started: list[str], *, wait: str | None, timeout: float,
+           started: dict[str, str], *, wait: str | None, timeout: float,
            reporter: Reporter) -> dict[str, float]:
     """Start the nodes not running; with ``wait``, watch each console from its start on."""
     hosts = _compute_hosts(client)
@@ -238,9 +238,14 @@ def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
         for name, node in nodes.items():
             if node.get("status") == "started":
                 continue
-            client.post(f"/projects/{pid}/nodes/{node['node_id']}/start", {},
-                        what=f"starting node {name}", timeout=300)
-            started.append(name)
+            try:
+                client.post(f"/projects/{pid}/nodes/{node['node_id']}/start", {},
+                            what=f"starting node {name}", timeout=300)
+            except MinivmError as e:
+                raise MinivmError(e.what, hint="what this `up` made was removed again; "
+                                               "--no-start makes the nodes and links without "
+                                               "starting them") from e
+            started[name] = str(node["node_id"])
             if wait:
                 fresh = client.get(f"/projects/{pid}/nodes/{nodes[name]['node_id']}")
                 address = console_address(client, fresh, hosts)
@@ -262,13 +267,14 @@ def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
 
 
 def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
-              new_links: list[str], started: list[str], lab: Lab) -> None:
+              new_links: list[str], started: dict[str, str]) -> None:
     """Undo what one ``up`` did; errors while undoing do not hide the first one."""
     steps: list[tuple[str, str]] = []
     if created_project:
         if started:
             steps.append(("POST", f"/projects/{pid}/nodes/stop"))
     else:
+        steps += [("POST", f"/projects/{pid}/nodes/{nid}/stop") for nid in started.values()]
         steps += [("DELETE", f"/projects/{pid}/links/{lid}") for lid in new_links]
         steps += [("DELETE", f"/projects/{pid}/nodes/{nid}") for nid in new_nodes]
     for method, path in steps:
