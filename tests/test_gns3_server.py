@@ -391,7 +391,9 @@ def test_failing_link_leaves_an_existing_project_as_it_was(bundle: Path, cluster
 def test_node_properties_follow_the_lab_file(bundle: Path, tmp_path: Path) -> None:
     """node_properties is read off the local Machine: a lab node's overrides reach it."""
     lab = spec.load(write_lab(tmp_path, "props", {
-        "p1": {"appliance": str(bundle), "ram": 200, "append": "foo=bar"}}, []))
+        "p1": {"appliance": str(bundle), "ram": 200, "append": "foo=bar", "compute": "c9"},
+        "p2": {"appliance": str(bundle)}}, []))
+    assert lab.nodes["p1"].compute == "c9" and lab.nodes["p2"].compute is None
     props = gns3.node_properties(lab, "p1")
     app = reader.load(bundle)
     assert props["ram"] == 200 and props["kernel_command_line"] == \
