@@ -13,6 +13,7 @@ in a project that existed before, only the nodes and links this call added are r
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import threading
 import time
@@ -33,6 +34,7 @@ from minivm.vm import console as console_mod
 LOCAL_COMPUTE = "local"
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def node_properties(lab: Lab, name: str) -> dict[str, Any]:
@@ -132,13 +134,15 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
         with reporter.stage("nodes", f"Nodes and links in the GNS3 project {project_name(lab)}"):
             nodes = _make_nodes(lab, client, pid, computes, new_nodes)
             links = _make_links(lab, client, pid, nodes, new_links)
-        waits: dict[str, float] = {}
+        watch = _Watch(wait, timeout)
         if start:
-            waits = _start(lab, client, pid, nodes, started, wait=wait, timeout=timeout,
-                           reporter=reporter)
+            _start(client, pid, nodes, started, watch, reporter=reporter)
     except BaseException:
         _rollback(client, pid, created_project, new_nodes, new_links, started)
         raise
+    # Like the local --wait: a node that does not show the pattern in time is an error, but
+    # the lab stays up (its consoles tell why).
+    waits = watch.result(list(started), reporter=reporter)
     info = status(lab, client)
     info.update({"created_project": created_project, "created_nodes": [
         n for n in lab.nodes if nodes[n]["node_id"] in new_nodes], "created_links": [
@@ -216,24 +220,55 @@ def _compute_hosts(client: Client) -> dict[str, str]:
     return {str(c["compute_id"]): str(c.get("host", "")) for c in client.get("/computes") or []}
 
 
-def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
-           started: dict[str, str], *, wait: str | None, timeout: float,
-           reporter: Reporter) -> dict[str, float]:
-    """Start the nodes not running; with ``wait``, watch each console from its start on."""
-    hosts = _compute_hosts(client)
-    watchers: list[threading.Thread] = []
-    seen: dict[str, float] = {}
-    problems: dict[str, str] = {}
-    t0 = time.monotonic()
+class _Watch:
+    """Console watchers for --wait, each started right after its node (the telnet console
+    keeps no history: output before the connection is lost)."""
 
-    def watch(name: str, address: str) -> None:
+    def __init__(self, pattern: str | None, timeout: float) -> None:
+        self.pattern, self.timeout = pattern, timeout
+        self.t0 = time.monotonic()
+        self.threads: list[threading.Thread] = []
+        self.seen: dict[str, float] = {}
+        self.problems: dict[str, str] = {}
+
+    def add(self, name: str, address: str) -> None:
+        thread = threading.Thread(target=self._watch, args=(name, address), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _watch(self, name: str, address: str) -> None:
         try:
             with console_mod.Session(address, timeout=30) as s:
-                s.expect(wait or "", timeout=max(1.0, timeout - (time.monotonic() - t0)))
-            seen[name] = round(time.monotonic() - t0, 3)
+                s.expect(self.pattern or "",
+                         timeout=max(1.0, self.timeout - (time.monotonic() - self.t0)))
+            self.seen[name] = round(time.monotonic() - self.t0, 3)
         except (AssertionError, MinivmError, OSError) as e:
-            problems[name] = " ".join(str(e).split())[:300]
+            text = " ".join(CONTROL.sub("", str(e)).split())
+            head, _, tail = text.partition(" tail: ")
+            last = f"; last output: ...{tail[-80:]}" if tail else ""
+            self.problems[name] = head[:200].rstrip("; ") + last
 
+    def result(self, names: list[str], *, reporter: Reporter) -> dict[str, float]:
+        """Seconds from the first start until each node showed the pattern."""
+        if not self.pattern or not self.threads:
+            return {}
+        with reporter.stage("wait", f"Waiting for {self.pattern!r} on {len(self.threads)} "
+                                    "console(s)"):
+            for thread in self.threads:
+                thread.join(max(1.0, self.timeout - (time.monotonic() - self.t0)) + 5)
+        missing = [n for n in names if n not in self.seen]
+        if missing:
+            why = "; ".join(f"{n}: {self.problems.get(n, 'no answer')}" for n in missing)
+            raise MinivmError(f"{', '.join(missing)}: {self.pattern!r} not on the console "
+                              f"within {self.timeout:.0f} s ({why})"[:600],
+                              hint="the nodes stay up: see minivm lab status --server")
+        return self.seen
+
+
+def _start(client: Client, pid: str, nodes: dict[str, dict[str, Any]],
+           started: dict[str, str], watch: _Watch, *, reporter: Reporter) -> None:
+    """Start the nodes not running; with a --wait pattern, watch each console from its start."""
+    hosts = _compute_hosts(client)
     with reporter.stage("start", "Starting the nodes"):
         for name, node in nodes.items():
             if node.get("status") == "started":
@@ -246,24 +281,12 @@ def _start(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
                                                "--no-start makes the nodes and links without "
                                                "starting them") from e
             started[name] = str(node["node_id"])
-            if wait:
-                fresh = client.get(f"/projects/{pid}/nodes/{nodes[name]['node_id']}")
+            if watch.pattern:
+                fresh = client.get(f"/projects/{pid}/nodes/{node['node_id']}")
                 address = console_address(client, fresh, hosts)
                 if address is None:
                     raise MinivmError(f"node {name} has no telnet console to --wait on")
-                thread = threading.Thread(target=watch, args=(name, address), daemon=True)
-                thread.start()
-                watchers.append(thread)
-    if wait:
-        with reporter.stage("wait", f"Waiting for {wait!r} on {len(watchers)} console(s)"):
-            for thread in watchers:
-                thread.join(timeout + 5)
-        missing = [n for n in started if n not in seen]
-        if missing:
-            why = "; ".join(f"{n}: {problems.get(n, 'no answer')}" for n in missing)
-            raise MinivmError(f"{', '.join(missing)}: {wait!r} not on the console within "
-                              f"{timeout:.0f} s ({why})"[:600])
-    return seen
+                watch.add(name, address)
 
 
 def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
