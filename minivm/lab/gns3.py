@@ -48,6 +48,9 @@ def node_properties(lab: Lab, name: str) -> dict[str, Any]:
         "initrd": m.initrd.name if m.initrd else "",
         "options": shlex.join(m.options), "console_type": app.console_type,
         "on_close": app.on_close, "platform": "x86_64", "linked_clone": True,
+        # GNS3 gives a node made without a template "low" (nice 5), its templates "normal":
+        # normal, as the template minivm installs and as the local runner.
+        "process_priority": "normal",
     }
     for letter, drive in zip("abcd", m.drives, strict=False):
         props[f"hd{letter}_disk_image"] = drive.path.name
