@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +35,7 @@ from minivm.vm import console as console_mod
 LOCAL_COMPUTE = "local"
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
+MAX_PARALLEL_STARTS = 8
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -270,26 +272,35 @@ class _Watch:
 
 def _start(client: Client, pid: str, nodes: dict[str, dict[str, Any]],
            started: dict[str, str], watch: _Watch, *, reporter: Reporter) -> None:
-    """Start the nodes not running; with a --wait pattern, watch each console from its start."""
+    """Start the nodes not running, all at once (as the local runner does); with a --wait
+    pattern, each node's console is watched from the moment its start returns."""
     hosts = _compute_hosts(client)
-    with reporter.stage("start", "Starting the nodes"):
-        for name, node in nodes.items():
-            if node.get("status") == "started":
-                continue
-            try:
-                client.post(f"/projects/{pid}/nodes/{node['node_id']}/start", {},
-                            what=f"starting node {name}", timeout=300)
-            except MinivmError as e:
-                raise MinivmError(e.what, hint="what this `up` made was removed again; "
+    todo = {name: node for name, node in nodes.items() if node.get("status") != "started"}
+    addresses = {name: console_address(client, node, hosts) for name, node in todo.items()}
+    if watch.pattern and (none := [n for n, a in addresses.items() if a is None]):
+        raise MinivmError(f"{', '.join(none)}: no telnet console to --wait on")
+
+    def start_one(name: str) -> None:
+        node_id = str(todo[name]["node_id"])
+        client.post(f"/projects/{pid}/nodes/{node_id}/start", {}, what=f"starting node {name}",
+                    timeout=300)
+        started[name] = node_id
+        if watch.pattern:
+            watch.add(name, str(addresses[name]))
+
+    if not todo:
+        return
+    with reporter.stage("start", f"Starting {len(todo)} node(s)"), \
+            ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_STARTS, len(todo))) as pool:
+        futures = [pool.submit(start_one, name) for name in todo]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+    if errors:
+        first = errors[0]
+        if isinstance(first, MinivmError):
+            raise MinivmError(first.what, hint="what this `up` made was removed again; "
                                                "--no-start makes the nodes and links without "
-                                               "starting them") from e
-            started[name] = str(node["node_id"])
-            if watch.pattern:
-                fresh = client.get(f"/projects/{pid}/nodes/{node['node_id']}")
-                address = console_address(client, fresh, hosts)
-                if address is None:
-                    raise MinivmError(f"node {name} has no telnet console to --wait on")
-                watch.add(name, address)
+                                               "starting them") from first
+        raise first
 
 
 def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
