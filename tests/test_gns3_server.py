@@ -37,7 +37,7 @@ READY = r"Welcome to .*a MiniVM"
 CONTROLLER = "127.0.0.2"
 REMOTE = "127.0.0.3"
 
-pytestmark = [pytest.mark.engine]
+pytestmark = [pytest.mark.engine, pytest.mark.gns3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +352,14 @@ def test_external_udp_link_refused(bundle: Path, cluster: Cluster, tmp_path: Pat
     assert_clean(cluster)
 
 
+def test_published_ports_refused(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, "published",
+                         {"n1": {"appliance": str(bundle), "publish": ["18080:80"]}}, [])
+    one_error_line(cli("lab", "up", lab_file, "--server", cluster.controller.url),
+                   "publishes ports", "NAT")
+    assert_clean(cluster)
+
+
 def failing_link_lab(bundle: Path, folder: Path, name: str) -> spec.Lab:
     """A lab whose link GNS3 refuses: adapter 3 of a one-adapter node. The lab file's own
     checks refuse that, so the Lab is changed after loading: the refusal is the server's."""
@@ -396,5 +404,6 @@ def test_node_properties_follow_the_lab_file(bundle: Path, tmp_path: Path) -> No
     assert lab.nodes["p1"].compute == "c9" and lab.nodes["p2"].compute is None
     props = gns3.node_properties(lab, "p1")
     app = reader.load(bundle)
+    assert lab.nodes["p1"].append.endswith("foo=bar")
     assert props["ram"] == 200 and props["kernel_command_line"] == \
-        f"{app.kernel_command_line} foo=bar"
+        f"{app.kernel_command_line} {lab.nodes['p1'].append}"

@@ -61,7 +61,14 @@ def node_properties(lab: Lab, name: str) -> dict[str, Any]:
 
 
 def refuse_externals(lab: Lab) -> None:
-    """GNS3 reaches the outside world through its own cloud nodes, not minivm's udp: ends."""
+    """GNS3 reaches the outside world through its own cloud nodes, not minivm's udp: ends
+    nor the local runner's published ports."""
+    for name, node in lab.nodes.items():
+        if node.publish:
+            raise MinivmError(f"{lab.path.name}: node {name} publishes ports, which only the "
+                              "local runner does",
+                              hint="use a GNS3 NAT or cloud node in the project instead, or "
+                                   "run this lab locally (without --server)")
     for link in lab.links:
         if isinstance(link.b, External):
             raise MinivmError(f"{lab.path.name}: link {link.text!r} leaves the lab (udp:...), "
