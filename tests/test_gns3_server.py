@@ -154,6 +154,8 @@ def test_lab_across_two_computes_then_export_and_delete(bundle: Path, cluster: C
     up = cli("lab", "up", lab_file, "--server", url, "--no-start", "--json")
     assert up.returncode == 0, up.stderr
     info = json.loads(up.stdout)
+    token = gs.token(cluster.controller)[:16]  # the JWT's header: the same for every login
+    assert token not in up.stdout + up.stderr and "Bearer" not in up.stdout + up.stderr
     assert info["created_project"] and info["created_nodes"] == ["r1", "r2"]
     assert info["created_links"] == ["r1:eth0 -- r2:eth0"]
     assert info["nodes"]["r1"]["compute_id"] == "local"
