@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +223,17 @@ def test_lab_across_two_computes_then_export_and_delete(bundle: Path, cluster: C
     assert {n["name"] for n in topology["topology"]["nodes"]} == {"r1", "r2"}
     assert len(topology["topology"]["links"]) == 1
     assert files <= names  # the initrd too, which GNS3's own export leaves out
+
+    # A GNS3 user imports it with one click: the same import, through the API.
+    imported = gs.api(cluster.controller, "POST", f"/projects/{uuid.uuid4()}/import",
+                      params={"name": "imported"}, data=out.read_bytes()).json()
+    try:
+        got = gs.api(cluster.controller, "GET", f"/projects/{imported['project_id']}/nodes")
+        assert sorted(n["name"] for n in got.json()) == ["r1", "r2"]
+        assert {n["properties"]["initrd"] for n in got.json()} == {
+            lab.nodes["r1"].appliance.initrd.name}
+    finally:
+        gs.api(cluster.controller, "DELETE", f"/projects/{imported['project_id']}")
 
     down = cli("lab", "down", lab_file, "--server", url, "--delete", "--json")
     assert down.returncode == 0, down.stderr
