@@ -175,7 +175,8 @@ def test_same_name_same_id_and_rewrite_drops_stale_kit_files(project: Path) -> N
     make_kit(project / "cache" / "kernel", "bbbbbbbbbbbb")
     second = appliance.write_bundle("r1", reporter=QUIET)
     assert first.appliance["appliance_id"] == second.appliance["appliance_id"]
-    left = sorted(p.name for p in folder.iterdir())
+    assert (folder / ".r1.gns3a.inputs").is_file()  # what the bundle was made from
+    left = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     assert left == sorted(["build.json", "r1.gns3a", "r1-ab12ab12ab12.qcow2", f"vmlinuz-{KVER}",
                            f"initrd-{KVER}-bbbbbbbbbbbb.img",
                            f"modules-{KVER}-bbbbbbbbbbbb.qcow2"])
@@ -401,3 +402,16 @@ def test_boot_the_bundle_as_gns3_does(shipped_bundles: dict, name: str, tmp_path
         assert vm.wait_exit(timeout=60) == 0
         assert vm.seconds - started < 30
     appliance.check_bundle(bundle.path)  # the appliance's own files were never written
+
+
+def test_unchanged_bundle_is_reused_and_a_changed_input_rewrites_it(project: Path) -> None:
+    make_build(project, "r1")
+    first = appliance.write_bundle("r1", reporter=QUIET)
+    stamp = first.path.stat().st_mtime_ns
+    again = appliance.write_bundle("r1", reporter=QUIET)
+    assert again.path.stat().st_mtime_ns == stamp and again.files == first.files
+    (project / "appliances" / "r1.yaml").write_text("ram: 128\n")  # the user's metadata
+    changed = appliance.write_bundle("r1", reporter=QUIET)
+    assert changed.appliance["qemu"]["ram"] == 128
+    assert json.loads(changed.path.read_text())["qemu"]["ram"] == 128
+

@@ -19,19 +19,19 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jinja2
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from minivm import cache
 from minivm.errors import MinivmError
-from minivm.fsutil import atomic_path, atomic_write_bytes, md5_file, remove
+from minivm.fsutil import atomic_path, atomic_write_bytes, md5_file, remove, sha256_tree
 from minivm.image.config import short_id
 from minivm.kit import kernel
 from minivm.paths import ROOT_LABEL, appliances_dir, build_dir, images_dir
 from minivm.ui import Reporter
 from minivm.vm.qemu import FORBIDDEN_OPTIONS as GNS3_REFUSED_OPTIONS
+
+if TYPE_CHECKING:
+    import jinja2
 
 METADATA_FILE = "appliance.yaml"
 DEFAULTS_FILE = "defaults.yaml"
@@ -136,6 +136,8 @@ class Bundle:
 
 def load_metadata(path: Path) -> dict[str, Any]:
     """Read one metadata YAML file; a MinivmError naming the file and key when it is wrong."""
+    import yaml  # here, not at the top: a cached build reads no metadata
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -357,6 +359,8 @@ def _tojson(value: Any) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: a cached build renders nothing
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(appliances_dir())),
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True)
@@ -365,6 +369,8 @@ def _environment() -> jinja2.Environment:
 
 
 def _render(template: str, **values: Any) -> str:
+    import jinja2
+
     path = appliances_dir() / template
     try:
         return _environment().get_template(template).render(**values)
@@ -432,6 +438,10 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     """Write ``<folder>/<name>.gns3a`` and link the kit beside the root disk."""
     folder, record, root = build_record(name, folder)
     kit = kit or current_kit()
+    inputs = _bundle_key(name, record, kit)
+    if unchanged := _unchanged_bundle(folder / f"{name}.gns3a", inputs):
+        reporter.info(f"[green]✓[/] appliance {unchanged.path} is up to date")
+        return unchanged
     meta = metadata(name, record)
     for key in ("vendor_url", "maintainer", "maintainer_email"):
         if not meta.get(key):
@@ -464,6 +474,8 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         raise MinivmError(f"{appliances_dir() / TEMPLATE} rendered an appliance GNS3 would "
                           f"refuse for {name}: {_summary(problems)}", hint="fix the template")
     atomic_write_bytes(gns3a, text.encode())
+    atomic_write_bytes(_key_file(gns3a), (json.dumps(
+        {"key": inputs, "files": list(files.values())}, sort_keys=True) + "\n").encode())
     for stale in previous - {f["filename"] for f in files.values()} - {root.name, gns3a.name}:
         if "/" not in stale and stale not in ("", ".", ".."):
             remove(folder / stale)
@@ -472,6 +484,35 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         reporter.info(f"  copied (not hard-linked: another filesystem): {', '.join(copied)}")
     reporter.info(f"[green]✓[/] appliance {gns3a} ({len(files)} files, {total / 1e6:.1f} MB)")
     return Bundle(gns3a, appliance, list(files.values()))
+
+
+def _key_file(gns3a: Path) -> Path:
+    return gns3a.with_name(f".{gns3a.name}.inputs")
+
+
+def _bundle_key(name: str, record: dict[str, Any], kit: kernel.Kit) -> str:
+    """A digest of everything the bundle is made from: the build, the kit, the metadata
+    files and the templates (minivm's version included)."""
+    metadata_text = [f.read_text(errors="replace") for f in metadata_files(name, record)]
+    return cache.key(name=name, build=record.get("key"), kit=kit.manifest.get("key"),
+                     kit_folder=kit.folder.name, metadata=metadata_text,
+                     templates=sha256_tree(appliances_dir()))
+
+
+def _unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
+    """The bundle at ``gns3a`` when it was written from ``inputs`` and its files are whole
+    (same sizes): a cached ``minivm build`` then renders and hashes nothing."""
+    try:
+        saved = json.loads(_key_file(gns3a).read_text())
+        if saved["key"] != inputs:
+            return None
+        files = list(saved["files"])
+        for f in files:
+            if (gns3a.parent / f["filename"]).stat().st_size != f["filesize"]:
+                return None
+        return Bundle(gns3a, json.loads(gns3a.read_text(encoding="utf-8")), files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _named_files(gns3a: Path) -> set[str]:
