@@ -438,8 +438,8 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     """Write ``<folder>/<name>.gns3a`` and link the kit beside the root disk."""
     folder, record, root = build_record(name, folder)
     kit = kit or current_kit()
-    inputs = _bundle_key(name, record, kit)
-    if unchanged := _unchanged_bundle(folder / f"{name}.gns3a", inputs):
+    inputs = bundle_inputs(name, record, kit=kit.manifest.get("key"), kit_folder=kit.folder.name)
+    if unchanged := unchanged_bundle(folder / f"{name}.gns3a", inputs):
         reporter.info(f"[green]✓[/] appliance {unchanged.path} is up to date")
         return unchanged
     meta = metadata(name, record)
@@ -474,8 +474,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         raise MinivmError(f"{appliances_dir() / TEMPLATE} rendered an appliance GNS3 would "
                           f"refuse for {name}: {_summary(problems)}", hint="fix the template")
     atomic_write_bytes(gns3a, text.encode())
-    atomic_write_bytes(_key_file(gns3a), (json.dumps(
-        {"key": inputs, "files": list(files.values())}, sort_keys=True) + "\n").encode())
+    record_inputs(gns3a, inputs, list(files.values()))
     for stale in previous - {f["filename"] for f in files.values()} - {root.name, gns3a.name}:
         if "/" not in stale and stale not in ("", ".", ".."):
             remove(folder / stale)
@@ -490,16 +489,21 @@ def _key_file(gns3a: Path) -> Path:
     return gns3a.with_name(f".{gns3a.name}.inputs")
 
 
-def _bundle_key(name: str, record: dict[str, Any], kit: kernel.Kit) -> str:
-    """A digest of everything the bundle is made from: the build, the kit, the metadata
-    files and the templates (minivm's version included)."""
+def bundle_inputs(name: str, record: dict[str, Any], **more: Any) -> str:
+    """A digest of everything an appliance is made from: the build, the metadata files, the
+    templates, minivm's version, and ``more`` (the kit, say)."""
     metadata_text = [f.read_text(errors="replace") for f in metadata_files(name, record)]
-    return cache.key(name=name, build=record.get("key"), kit=kit.manifest.get("key"),
-                     kit_folder=kit.folder.name, metadata=metadata_text,
-                     templates=sha256_tree(appliances_dir()))
+    return cache.key(name=name, build=record.get("key"), metadata=metadata_text,
+                     templates=sha256_tree(appliances_dir()), **more)
 
 
-def _unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
+def record_inputs(gns3a: Path, inputs: str, files: list[dict[str, Any]]) -> None:
+    """Write what the appliance at ``gns3a`` was made from, beside it (after the file)."""
+    atomic_write_bytes(_key_file(gns3a), (json.dumps(
+        {"key": inputs, "files": files}, sort_keys=True) + "\n").encode())
+
+
+def unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
     """The bundle at ``gns3a`` when it was written from ``inputs`` and its files are whole
     (same sizes): a cached ``minivm build`` then renders and hashes nothing."""
     try:

@@ -143,6 +143,11 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     except docker.errors.APIError as e:
         raise MinivmError(f"cannot tag image {image_id} as {ref}: {e.explanation or e}") from None
     target = folder / archive_name(ref)
+    path = gns3a_path(folder, name)
+    inputs = qemu_appliance.bundle_inputs(name, record, docker=ref, archive=archive)
+    if unchanged := qemu_appliance.unchanged_bundle(path, inputs):
+        reporter.info(f"[green]✓[/] Docker appliance {path} is up to date")
+        return unchanged
     files = []
     if archive:
         how = save_archive(client, ref, target, reporter=reporter)
@@ -165,11 +170,12 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
         raise MinivmError(f"{appliances_dir() / TEMPLATE} rendered an appliance GNS3 would "
                           f"refuse for {name}: {qemu_appliance._summary(problems)}",
                           hint="fix the template")
-    path = gns3a_path(folder, name)
     atomic_write_bytes(path, text.encode())
+    listed = [{k: f[k] for k in ("filename", "filesize")} for f in files]
+    qemu_appliance.record_inputs(path, inputs, listed)
     extra = f", archive {target.name} ({target.stat().st_size / 1e6:.1f} MB)" if files else ""
     reporter.info(f"[green]✓[/] Docker appliance {path} (image {ref}{extra})")
-    return Bundle(path, parsed, [{k: f[k] for k in ("filename", "filesize")} for f in files])
+    return Bundle(path, parsed, listed)
 
 
 def after_build(name: str, *, folder: Path, reporter: Reporter,
