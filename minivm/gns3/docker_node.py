@@ -131,11 +131,6 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
                       f"{record.get('source')}); load the image (`docker load -i ARCHIVE`), "
                       f"then run `minivm appliance {name}`")
         return None
-    meta = qemu_appliance.metadata(name, record)
-    for key in ("vendor_url", "maintainer", "maintainer_email"):
-        if not meta.get(key):
-            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
-                              hint=f"set it in {appliances_dir() / qemu_appliance.DEFAULTS_FILE}")
     ref = reference(name, image_id)
     repository, _, tag = ref.rpartition(":")
     try:
@@ -148,6 +143,11 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     if unchanged := qemu_appliance.unchanged_bundle(path, inputs):
         reporter.info(f"[green]✓[/] Docker appliance {path} is up to date")
         return unchanged
+    meta = qemu_appliance.metadata(name, record)
+    for key in ("vendor_url", "maintainer", "maintainer_email"):
+        if not meta.get(key):
+            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
+                              hint=f"set it in {appliances_dir() / qemu_appliance.DEFAULTS_FILE}")
     files = []
     if archive:
         how = save_archive(client, ref, target, reporter=reporter)
