@@ -66,4 +66,29 @@ def kernel_kit():
 def kit(kernel_kit):
     """The kernel kit, by the short name the init and image tests use."""
     return kernel_kit
+
+
+FLAVOURS = ("minimal", "cloud")
+
+
+@pytest.fixture(scope="session")
+def flavour_kits(kernel_kit):
+    """Every flavour's kit, each built once per session when first asked for; the default
+    flavour's stays ``current``."""
+    from minivm import kernel
+
+    kits = {kernel_kit.flavour: kernel_kit}
+
+    def get(flavour: str):
+        if flavour not in kits:
+            kits[flavour] = kernel.build(reporter=Reporter(quiet=True), flavour=flavour,
+                                         make_current=False)
+        return kits[flavour]
+    return get
+
+
+@pytest.fixture(params=FLAVOURS)
+def any_kit(request, flavour_kits):
+    """The kit of each flavour in turn (tests that must pass on every kernel)."""
+    return flavour_kits(request.param)
 # --- end kernel kit ----------------------------------------------------------------------------

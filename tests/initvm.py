@@ -53,9 +53,11 @@ def writable_copy(qcow2: Path, folder: Path) -> Path:
 
 def boot(kit: kernel.Kit, root: Path, *, append: str = "", snapshot: bool = False,
          qmp: Path | None = None, nics: list[str] | None = None, log: Path | None = None,
-         interface: str = "scsi", extra: list[str] | None = None) -> VM:
+         interface: str = "scsi", extra: list[str] | None = None,
+         nic_model: str = "virtio-net-pci") -> VM:
     """Start a VM from ``root`` with the kit; ``nics`` are QEMU -netdev specs (one adapter
-    each, virtio-net behind a PCI bridge as GNS3 attaches them); ``extra``: more arguments."""
+    each, ``nic_model`` behind a PCI bridge as GNS3 attaches them); ``extra``: more
+    arguments."""
     extra = list(extra or [])
     if qmp:
         extra += ["-qmp", f"unix:{qmp},server=on,wait=off"]
@@ -63,7 +65,7 @@ def boot(kit: kernel.Kit, root: Path, *, append: str = "", snapshot: bool = Fals
         extra += ["-device", "i82801b11-bridge,id=dmi", "-device",
                   "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off"]
     for i, netdev in enumerate(nics or []):
-        extra += ["-device", f"virtio-net-pci,netdev=n{i},bus=br1,addr={i:#x},"
+        extra += ["-device", f"{nic_model},netdev=n{i},bus=br1,addr={i:#x},"
                   f"mac=52:54:00:12:34:{0x50 + i:02x}", "-netdev", f"{netdev},id=n{i}"]
     disks = [Disk(root, interface, snapshot=snapshot)]
     if kit.modules:

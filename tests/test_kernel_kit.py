@@ -27,6 +27,7 @@ BOOT_TIMEOUT = 120  # TCG on a shared 2-core machine: a boot takes 2-5 s alone, 
 
 ROOT_INIT = r"""#!/bin/sh
 echo "ROOT-INIT pid=$$ argc=$#"
+echo "UNAME $(uname -r) | $(uname -v)"
 for a in "$@"; do echo "ARG<$a>"; done
 while read -r dev mnt fs opts _; do
     case "$mnt" in /|/lib/modules|/usr/lib/modules) echo "MOUNT $dev $mnt $fs ${opts%%,*}" ;; esac
@@ -78,21 +79,37 @@ def finish(vm: VM) -> str:
 
 # --- the kit itself --------------------------------------------------------------------------
 
-def test_kit_files_sizes_and_manifest(kit: kernel.Kit):
+# Size goals per flavour: kernel, initramfs, module disk (the cloud kit's disk was 25.7 MB).
+SIZE_GOALS = {"minimal": (6_000_000, 1_500_000, 25_700_000),
+              "cloud": (10_000_000, 2_500_000, 26_000_000)}
+
+
+def test_the_default_flavour_is_minimal(kit: kernel.Kit):
+    assert kernel.flavours(kernel_dir()) == (["minimal", "cloud"], "minimal")
+    assert kit.flavour == "minimal"
+    assert (kernel.kits_dir() / "current").resolve() == kit.folder.resolve()
+
+
+def test_kit_files_sizes_and_manifest(any_kit: kernel.Kit):
+    kit = any_kit
     manifest = json.loads((kit.folder / "manifest.json").read_text())
     kver = manifest["kernel_version"]
+    assert manifest["flavour"] == kit.flavour
     assert kit.kernel.name == f"vmlinuz-{kver}"
     assert kit.folder.name.startswith(kver)
     for record in manifest["files"].values():
         path = kit.folder / record["name"]
         assert path.stat().st_size == record["size"] and md5_file(path) == record["md5"]
-    assert kit.initrd.stat().st_size <= 2_500_000, "initramfs over the 2.5 MB goal"
-    assert kit.modules and kit.modules.stat().st_size <= 26_000_000, "module disk over 26 MB"
-    assert any(p.startswith("linux-image-") for p in manifest["packages"])
-    assert (kernel.kits_dir() / "current").resolve() == kit.folder.resolve()
+    kernel_max, initrd_max, modules_max = SIZE_GOALS[kit.flavour]
+    assert kit.kernel.stat().st_size <= kernel_max, "kernel over its goal"
+    assert kit.initrd.stat().st_size <= initrd_max, "initramfs over its goal"
+    assert kit.modules and kit.modules.stat().st_size <= modules_max, "module disk over its goal"
+    wanted = "linux-source-6.1 " if kit.flavour == "minimal" else "linux-image-"
+    assert any(p.startswith(wanted) for p in manifest["packages"]), manifest["packages"]
 
 
-def test_initramfs_contents(kit: kernel.Kit):
+def test_initramfs_contents(any_kit: kernel.Kit):
+    kit = any_kit
     entries = {e.path: e for e in initramfs.read_cpio(
         initramfs.decompress(kit.initrd.read_bytes()))}
     kver = kit.kernel_version
@@ -104,19 +121,81 @@ def test_initramfs_contents(kit: kernel.Kit):
     e2fsck = lzma.decompress(entries["lib/minivm/e2fsck.xz"].data)
     assert e2fsck.startswith(b"\x7fELF") and b"e2fsck" in e2fsck
     modules = {Path(p).name for p in entries if p.endswith(".ko")}
+    dep = entries[f"lib/modules/{kver}/modules.dep"].data.decode()
+    if kit.flavour == "minimal":  # every boot driver is built in: no module, nothing to load
+        assert modules == set() and dep == ""
+        assert entries["etc/modules-boot"].data == b""
+        return
     assert {"virtio_blk.ko", "virtio_scsi.ko", "sd_mod.ko", "ata_piix.ko", "virtio_pci.ko",
             "button.ko", "evdev.ko"} <= modules
     assert "vfat.ko" not in modules  # only what reaches the root; the rest is on the disk
-    dep = entries[f"lib/modules/{kver}/modules.dep"].data.decode()
     listed = {p for line in dep.splitlines() for p in re.split(r"[:\s]+", line) if p}
     assert {Path(p).name for p in listed} == modules  # closed over modules.dep, nothing more
 
 
-def test_cached_build_is_quick_and_says_so(kit: kernel.Kit, capsys):
+def test_minimal_kernel_has_every_option_of_its_fragment(flavour_kits):
+    """The compiled kernel's configuration, kept in the kit, has every value minivm.config
+    asks for (the build checks it too, with the same script)."""
+    kit = flavour_kits("minimal")
+    config = kit.folder / f"config-{kit.kernel_version}"
+    proc = subprocess.run([kernel_dir() / "minimal" / "check-config",
+                           kernel_dir() / "minimal" / "minivm.config", config],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = config.read_text()
+    for line in ("CONFIG_E1000=y", "CONFIG_SATA_AHCI=y", "CONFIG_VIRTIO_CONSOLE=y",
+                 "CONFIG_MODULE_UNLOAD=y", "CONFIG_WIREGUARD=m", "CONFIG_NF_TABLES=m",
+                 "CONFIG_IP_NF_IPTABLES=m"):
+        assert line in text.splitlines(), line
+    for absent in ("CONFIG_MODULE_SIG=y", "CONFIG_RANDSTRUCT=y", "CONFIG_IKHEADERS=y"):
+        assert absent not in text.splitlines(), absent
+    assert re.fullmatch(r"6\.1\.\d+-minivm", kit.kernel_version)
+
+
+def test_check_config_names_every_option_not_applied(tmp_path: Path):
+    fragment = tmp_path / "fragment"
+    fragment.write_text("# a comment\nCONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n"
+                        'CONFIG_D="text"\nCONFIG_E=y\n')
+    config = tmp_path / "config"
+    config.write_text("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_D=\"text\"\n")
+    proc = subprocess.run([kernel_dir() / "minimal" / "check-config", fragment, config],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    named = re.findall(r"kernel option not applied: (\S+)", proc.stderr)
+    assert named == ["CONFIG_B=m", "CONFIG_C", "CONFIG_E=y"], proc.stderr
+    assert "(the merged config has: # CONFIG_B is not set)" in proc.stderr
+    config.write_text("CONFIG_A=y\nCONFIG_B=m\nCONFIG_D=\"text\"\nCONFIG_E=y\n")
+    assert subprocess.run([kernel_dir() / "minimal" / "check-config", fragment, config]
+                          ).returncode == 0
+
+
+def test_cache_key_is_per_flavour(tmp_path: Path):
+    """Changing one flavour's recipe changes its key only; the shared init changes both."""
+    source = tmp_path / "kernel"
+    shutil.copytree(kernel_dir(), source)
+
+    def keys() -> dict[str, str]:
+        return {f: kernel.cache_key(source, kernel.load_config(source, f), "sha256:base")
+                for f in ("minimal", "cloud")}
+
+    before = keys()
+    assert before["minimal"] != before["cloud"]
+    with (source / "minimal" / "minivm.config").open("a") as f:
+        f.write("CONFIG_DUMMY=m\n")
+    after = keys()
+    assert after["cloud"] == before["cloud"] and after["minimal"] != before["minimal"]
+    with (source / "init").open("a") as f:
+        f.write("\n")
+    shared = keys()
+    assert shared["cloud"] != after["cloud"] and shared["minimal"] != after["minimal"]
+
+
+def test_cached_build_is_quick_and_says_so(any_kit: kernel.Kit, capsys):
     from minivm.ui import Reporter
 
+    kit = any_kit
     start = time.monotonic()
-    again = kernel.build(reporter=Reporter())
+    again = kernel.build(reporter=Reporter(), flavour=kit.flavour, make_current=False)
     elapsed = time.monotonic() - start
     assert again.cached and again.folder == kit.folder
     assert elapsed < 1.0, f"cached kit build took {elapsed:.2f} s"
@@ -134,8 +213,12 @@ def test_cli_json(kit: kernel.Kit):
     assert "check" in data["seconds"]
 
 
-def test_rebuild_is_byte_identical(kit: kernel.Kit, tmp_path: Path):
-    again = kernel.build(reporter=QUIET, force=True, output_root=tmp_path / "kits")
+def test_rebuild_is_byte_identical(any_kit: kernel.Kit, tmp_path: Path):
+    """Everything re-derived from the recipe's image (Docker's layer cache keeps the compiled
+    kernel: docs/benchmarks.md shows a full recompile byte-identical too)."""
+    kit = any_kit
+    again = kernel.build(reporter=QUIET, force=True, output_root=tmp_path / "kits",
+                         flavour=kit.flavour)
     assert not again.cached
     for role in ("kernel", "initrd", "modules"):
         assert again.manifest["files"][role]["md5"] == kit.manifest["files"][role]["md5"], role
@@ -179,7 +262,8 @@ def test_unknown_package_is_named(tmp_path: Path):
     toml.write_text(toml.read_text().replace('package = "linux-image-cloud-amd64"',
                                              'package = "linux-image-minivm-nonexistent"'))
     with pytest.raises(MinivmError, match=r"linux-image-minivm-nonexistent.* not found"):
-        kernel.build(reporter=QUIET, source=source, output_root=tmp_path / "kits")
+        kernel.build(reporter=QUIET, source=source, output_root=tmp_path / "kits",
+                     flavour="cloud")
     assert not list((tmp_path / "kits").glob("6*"))  # nothing half-written
 
 
@@ -187,14 +271,33 @@ def test_bad_config_is_one_line(tmp_path: Path):
     (tmp_path / "kit.toml").write_text('package = "x"\n')
     with pytest.raises(MinivmError, match="lacks the key 'base'"):
         kernel.load_config(tmp_path)
+    (tmp_path / "kit.toml").write_text('base = "debian:bookworm-slim"\n')
+    with pytest.raises(MinivmError, match="lacks the table 'flavours'"):
+        kernel.load_config(tmp_path)
+
+
+def test_unknown_flavour_or_recipe_is_named(tmp_path: Path):
+    source = tmp_path / "kernel"
+    shutil.copytree(kernel_dir(), source)
+    with pytest.raises(MinivmError, match=r"no kernel flavour 'tiny'.*") as e:
+        kernel.load_config(source, "tiny")
+    assert "minimal, cloud" in (e.value.hint or "")
+    toml = source / "kit.toml"
+    toml.write_text(toml.read_text().replace('recipe = "minimal"', 'recipe = "nowhere"'))
+    with pytest.raises(MinivmError, match=r"recipe 'nowhere' is not a folder"):
+        kernel.load_config(source)
 
 
 # --- boots ---------------------------------------------------------------------------------
 
 @pytest.mark.boot
-@pytest.mark.parametrize("interface,device", [("scsi", "/dev/sda"), ("virtio", "/dev/vda")])
-def test_boot_reaches_root_init(kit, root_disk, interface, device):
-    nic = ["-device", "vmxnet3,netdev=n0", "-netdev", "user,id=n0"]  # its driver: module disk
+@pytest.mark.parametrize("interface,device", [("scsi", "/dev/sda"), ("virtio", "/dev/vda"),
+                                              ("sata", "/dev/sda")])
+def test_boot_reaches_root_init(any_kit, root_disk, interface, device):
+    kit = any_kit
+    if interface == "sata" and kit.flavour == "cloud":
+        pytest.skip("Debian's cloud kernel has no AHCI driver")
+    nic = ["-device", "vmxnet3,netdev=n0", "-netdev", "user,id=n0"]
     with boot(kit, root_disk, 'root=LABEL=minivm-root rw quiet -- one "two words"',
               interface=interface, extra=nic) as vm:
         vm.expect(r"ROOT-INIT pid=1 argc=2", BOOT_TIMEOUT)
@@ -204,20 +307,27 @@ def test_boot_reaches_root_init(kit, root_disk, interface, device):
     assert f"MOUNT {device} / ext4 rw" in out
     assert re.search(r"MOUNT /dev/[sv]db /lib/modules ext4 ro", out)
     loaded = re.search(r"LOADED (.*)", out).group(1).split()
-    assert {"button", "evdev"} <= set(loaded)  # the power button works for the root's init
-    assert "vmxnet3" in loaded and "eth0" in re.search(r"NET (.*)", out).group(1)
-    assert "event" in re.search(r"INPUT (.*)", out).group(1)
+    assert "eth0" in re.search(r"NET (.*)", out).group(1)  # vmxnet3
+    assert "event" in re.search(r"INPUT (.*)", out).group(1)  # the power button, for acpid
+    if kit.flavour == "cloud":  # the drivers are modules: from the initramfs or module disk
+        assert {"button", "evdev", "vmxnet3"} <= set(loaded)
+    else:  # built in: nothing to load
+        assert loaded == []
+        uname = re.search(r"UNAME (\S+) \| (.*)", out)
+        assert re.fullmatch(r"6\.1\.\d+-minivm", uname[1])
+        assert re.match(r"#1 minivm build of Debian linux 6\.1\.\d+-\d+ ", uname[2]), uname[2]
     assert "MODPROBE-OK" in out  # a module that is not in the initramfs, from the module disk
     assert "minivm:" not in out  # quiet: no chatter when all is well
 
 
 @pytest.mark.boot
 @pytest.mark.parametrize("init_path", ["sbin/init", ".minivm/init"])
-def test_what_the_initramfs_leaves_to_the_minivm_init(kit, disks, init_path):
-    """For the MiniVM init (it loads the rest itself, from the module disk, and scans every
-    SCSI target while the main process starts) the initramfs loads only what reaches the root,
-    scans targets 0-3 only, and leaves the IDE drivers alone; any other init gets it all
-    before it starts."""
+def test_what_the_initramfs_leaves_to_the_minivm_init(flavour_kits, disks, init_path):
+    """Cloud flavour: for the MiniVM init (it loads the rest itself, from the module disk, and
+    scans every SCSI target while the main process starts) the initramfs loads only what
+    reaches the root, scans targets 0-3 only, and leaves the IDE drivers alone; any other init
+    gets it all before it starts."""
+    kit = flavour_kits("cloud")
     script = ROOT_INIT.replace("echo ROOT-DONE",
                                f'echo "TARGET5 <$({size_at_target(5)})>"\necho ROOT-DONE')
     root = busybox_root_disk(disks / f"root-{init_path.replace('/', '-')}.img", init=script,
@@ -240,7 +350,28 @@ def test_what_the_initramfs_leaves_to_the_minivm_init(kit, disks, init_path):
 
 
 @pytest.mark.boot
-def test_ide_root_with_the_minivm_init(kit, disks):
+@pytest.mark.parametrize("init_path", ["sbin/init", ".minivm/init"])
+def test_minimal_initramfs_loads_nothing(flavour_kits, disks, init_path):
+    """Minimal flavour: the kernel found every disk and NIC itself (a disk at SCSI target 5
+    too); the initramfs loads no module, whichever init comes next."""
+    kit = flavour_kits("minimal")
+    script = ROOT_INIT.replace("echo ROOT-DONE",
+                               f'echo "TARGET5 <$({size_at_target(5)})>"\necho ROOT-DONE')
+    root = busybox_root_disk(disks / f"root-min-{init_path.replace('/', '-')}.img",
+                             init=script, init_path=init_path)
+    nic = ["-device", "e1000,netdev=n0", "-netdev", "user,id=n0"]
+    with boot(kit, root, "root=LABEL=minivm-root rw quiet",
+              extra=scsi_disk_at(disks / "extra.img", 5) + nic) as vm:
+        vm.expect("ROOT-DONE", BOOT_TIMEOUT)
+        out = finish(vm)
+    assert re.search(r"LOADED (.*)", out).group(1).split() == []
+    assert "TARGET5 <8192>" in out and "eth0" in re.search(r"NET (.*)", out).group(1)
+    assert re.search(r"MOUNT /dev/sd[a-z] /lib/modules ext4 ro", out)
+
+
+@pytest.mark.boot
+def test_ide_root_with_the_minivm_init(any_kit, disks):
+    kit = any_kit
     """A root on IDE: its drivers are among those left to the MiniVM init, and are loaded
     as soon as the root is not found without them."""
     root = busybox_root_disk(disks / "root-ide.img", init=ROOT_INIT, init_path=".minivm/init")
@@ -251,7 +382,8 @@ def test_ide_root_with_the_minivm_init(kit, disks):
 
 
 @pytest.mark.boot
-def test_single_gives_shell_before_root_then_resumes(kit, root_disk):
+def test_single_gives_shell_before_root_then_resumes(any_kit, root_disk):
+    kit = any_kit
     with boot(kit, root_disk, "root=/dev/sda rw single") as vm:
         vm.expect(r"single-user shell before mounting the root \(/dev/sda\)", BOOT_TIMEOUT)
         vm.expect(r"\(initramfs\) .*# ", 30)
@@ -264,7 +396,8 @@ def test_single_gives_shell_before_root_then_resumes(kit, root_disk):
 
 
 @pytest.mark.boot
-def test_init_sh_is_a_shell_on_the_root(kit, root_disk):
+def test_init_sh_is_a_shell_on_the_root(any_kit, root_disk):
+    kit = any_kit
     with boot(kit, root_disk, "root=LABEL=minivm-root ro init=/bin/sh") as vm:
         vm.expect(r"starting /bin/sh", BOOT_TIMEOUT)
         vm.expect(r"# ", 30)
@@ -277,7 +410,8 @@ def test_init_sh_is_a_shell_on_the_root(kit, root_disk):
 
 
 @pytest.mark.boot
-def test_missing_root_gives_message_and_shell(kit):
+def test_missing_root_gives_message_and_shell(any_kit):
+    kit = any_kit
     with boot(kit, None, "root=LABEL=nothere rootwait=3 rw") as vm:
         vm.expect(r"root device LABEL=nothere did not appear within 3 s", BOOT_TIMEOUT)
         shell_answers(vm)
@@ -290,8 +424,9 @@ def _debugfs(image: Path, commands: str) -> None:
 
 
 @pytest.mark.boot
-def test_corrupt_root_gives_message_and_shell(kit, disks):
-    bad = busybox_root_disk(disks / "bad.img", init=ROOT_INIT)
+def test_corrupt_root_gives_message_and_shell(any_kit, disks):
+    kit = any_kit
+    bad = busybox_root_disk(disks / f"bad-{kit.flavour}.img", init=ROOT_INIT)
     _debugfs(bad, "clri <2>\nssv state 0\n")  # no root directory: e2fsck -p must give up
     with boot(kit, bad, "root=/dev/sda rw", snapshot=False) as vm:
         vm.expect(r"e2fsck cannot repair the filesystem on /dev/sda", BOOT_TIMEOUT)
@@ -300,8 +435,9 @@ def test_corrupt_root_gives_message_and_shell(kit, disks):
 
 
 @pytest.mark.boot
-def test_fixable_root_is_repaired_and_reported(kit, disks):
-    fixable = busybox_root_disk(disks / "fixable.img", init=ROOT_INIT)
+def test_fixable_root_is_repaired_and_reported(any_kit, disks):
+    kit = any_kit
+    fixable = busybox_root_disk(disks / f"fixable-{kit.flavour}.img", init=ROOT_INIT)
     _debugfs(fixable, "sif /etc links_count 9\nssv state 0\n")
     # With the RAM of the smallest shipped appliance (96 MB): the e2fsck in the initramfs
     # must fit (its xz dictionary once asked for 64 MiB, and a 96 MB node hung unpacking it).
@@ -318,8 +454,9 @@ def test_fixable_root_is_repaired_and_reported(kit, disks):
     ("abslink", "rw", "/usr/lib/modules"),  # /lib -> /usr/lib resolves inside the root
     ("none", "ro", None),                   # read-only, no /lib: boots, says so
 ])
-def test_lib_layouts(kit, disks, lib, mode, mounted):
-    root = busybox_root_disk(disks / f"root-{lib}.img", init=ROOT_INIT, lib=lib)
+def test_lib_layouts(any_kit, disks, lib, mode, mounted):
+    kit = any_kit
+    root = busybox_root_disk(disks / f"root-{lib}-{kit.flavour}.img", init=ROOT_INIT, lib=lib)
     with boot(kit, root, f"root=LABEL=minivm-root {mode}") as vm:
         vm.expect("ROOT-INIT pid=1", BOOT_TIMEOUT)
         out = finish(vm)
@@ -341,3 +478,58 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path: Path):
         assert [p.name for p in (small / "kits").iterdir()] == []  # no partial kit, no temp
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+# --- the module disk in a lab router image --------------------------------------------------
+
+ROUTER = {
+    "Dockerfile": """\
+        FROM debian:bookworm-slim
+        RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \\
+            nftables iptables iproute2 kmod >/dev/null && rm -rf /var/lib/apt/lists/*
+        COPY router.sh /router.sh
+        CMD ["/router.sh"]
+    """,
+    "router.sh": """\
+        #!/bin/sh
+        for m in wireguard vxlan bonding 8021q; do
+            modprobe "$m" && echo "MODPROBE $m ok"
+        done
+        ip link add wg0 type wireguard && echo "LINK wg0 ok"
+        ip link add vx0 type vxlan id 42 dstport 4789 dev eth0 && echo "LINK vx0 ok"
+        nft add table inet lab \\
+            && nft add chain inet lab in '{ type filter hook input priority 0; }' \\
+            && nft add rule inet lab in tcp dport 2222 counter drop \\
+            && nft list ruleset | grep -q 'tcp dport 2222' && echo "NFT ok"
+        iptables-legacy -A INPUT -p tcp --dport 2323 -j DROP \\
+            && iptables-legacy -t nat -A POSTROUTING -o eth0 -j MASQUERADE \\
+            && iptables-legacy -S INPUT | grep -q 2323 && echo "IPTABLES-LEGACY ok"
+        iptables-nft -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT \\
+            && ip6tables-nft -A INPUT -p udp --dport 53 -j ACCEPT && echo "IPTABLES-NFT ok"
+        modprobe dummy && rmmod dummy && ! grep -q '^dummy ' /proc/modules && echo "RMMOD ok"
+        echo ROUTER-DONE
+    """,
+}
+ROUTER_OK = ["MODPROBE wireguard ok", "MODPROBE vxlan ok", "MODPROBE bonding ok", "LINK wg0 ok",
+             "LINK vx0 ok", "NFT ok", "IPTABLES-LEGACY ok", "IPTABLES-NFT ok", "RMMOD ok"]
+
+
+@pytest.fixture(scope="module")
+def router_disk(disks: Path) -> Path:
+    from initvm import build_disk, write_context
+
+    return build_disk(write_context(disks / "router", ROUTER), disks).qcow2
+
+
+@pytest.mark.boot
+def test_router_modules_and_firewall_rules(any_kit, router_disk):
+    """A lab router image on each flavour: wireguard, vxlan, bonding from the module disk,
+    nftables and iptables (legacy and nft) rules, a module unloaded."""
+    from initvm import boot as boot_image
+
+    with boot_image(any_kit, router_disk, snapshot=True, nics=["user"],
+                    append="minivm.console=off") as vm:
+        vm.expect("ROUTER-DONE", BOOT_TIMEOUT)
+        vm.wait_exit(timeout=30)
+    for line in ROUTER_OK:
+        assert line in vm.output, f"{line!r} missing: {vm.output[-3000:]}"

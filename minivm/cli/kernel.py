@@ -12,16 +12,20 @@ app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module d
                   no_args_is_help=True)
 
 Force = Annotated[bool, typer.Option("--force", help="Rebuild even if nothing changed.")]
+Flavour = Annotated[str | None, typer.Option(
+    "--flavour", help="Kernel flavour from kernel/kit.toml (minimal: compiled for MiniVMs; "
+                      "cloud: Debian's cloud kernel). Default: kit.toml's `default`.")]
 
 
 @app.command("build")
 @user_errors
-def build(quiet: Quiet = False, json_output: Json = False, force: Force = False) -> None:
-    """Build the kernel kit once; every appliance shares it."""
+def build(quiet: Quiet = False, json_output: Json = False, force: Force = False,
+          flavour: Flavour = None) -> None:
+    """Build the kernel kit once (it becomes the current one); every appliance shares it."""
     from minivm.kit import kernel
 
     kit = kernel.build(reporter=reporter(quiet=quiet, json_output=json_output),
-                       force=force)
+                       force=force, flavour=flavour)
     if json_output:
         emit_json(kit.to_json())
     elif not quiet:

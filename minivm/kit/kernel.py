@@ -1,13 +1,17 @@
-"""The shared kernel kit: a distribution kernel, minivm's own initramfs, and a module disk.
+"""The shared kernel kit: a kernel, minivm's own initramfs, and a module disk.
 
-Stages: fetch (Docker build of ``kernel/``: the package unpacked, plus static busybox and
-e2fsck) -> export (the ``/kit`` folder of that image, read as a tar stream) -> initramfs (cpio
-of busybox, e2fsck, ``kernel/init`` and the modules needed to reach the root) -> module disk
-(every module, ext4 labelled ``minivm-modules`` in a QCOW2). The result goes to
-``<cache>/kernel/<kver>-<hash>/`` in the user's cache folder (shared by every project);
-``<cache>/kernel/current`` points at the latest.
+``kernel/kit.toml`` describes flavours: ``minimal`` compiles Debian's kernel source with the
+drivers a MiniVM boots with built in, ``cloud`` unpacks Debian's cloud kernel as shipped.
+Stages: fetch (Docker build of the flavour's recipe folder, ``kernel/<recipe>/``: the kernel
+and its modules, plus static busybox and e2fsck) -> export (the ``/kit`` folder of that
+image, read as a tar stream) -> initramfs (cpio of busybox, e2fsck, ``kernel/init`` and the
+modules needed to reach the root) -> module disk (every module, ext4 labelled
+``minivm-modules`` in a QCOW2). The result goes to ``<cache>/kernel/<kver>-<hash>/`` in the
+user's cache folder (shared by every project); ``<cache>/kernel/current`` points at the kit
+built (or found in the cache) last.
 
-Nothing changed (same ``kernel/`` folder, same base image, same minivm) -> the kit is reused.
+Nothing changed (same flavour settings, recipe folder, shared init and e2fsck, base image,
+minivm) -> the kit is reused. Each flavour has its own key.
 """
 
 from __future__ import annotations
@@ -45,18 +49,26 @@ KIT_PREFIX = "kit/"
 UUID_NAMESPACE = uuid.UUID("6f1d6a53-3a2e-4c52-9a0b-6b8d2b1f6d11")
 
 
+# Files of the kernel folder every flavour's kit is made with (beside its recipe folder).
+SHARED_FILES = ("init", "e2fsck")
+
+
 @dataclass(frozen=True)
 class KitConfig:
-    """``kernel/kit.toml``: where the kernel comes from and what the initramfs carries."""
+    """One flavour of ``kernel/kit.toml``: where the kernel comes from and what the initramfs
+    carries."""
 
     base: str
     package: str
-    initramfs_modules: tuple[str, ...]
-    boot_modules: tuple[str, ...]
+    flavour: str = "cloud"
+    recipe: str = "cloud"
+    initramfs_modules: tuple[str, ...] = ()
+    boot_modules: tuple[str, ...] = ()
     async_modules: tuple[str, ...] = ()
     blacklist: tuple[str, ...] = ()
     compression: str = "gzip"
     module_disk: bool = True
+    settings: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,10 @@ class Kit:
     @property
     def kernel_version(self) -> str:
         return str(self.manifest["kernel_version"])
+
+    @property
+    def flavour(self) -> str:
+        return str(self.manifest.get("flavour", "cloud"))
 
     def path(self, role: str) -> Path | None:
         """The file playing ``role`` (kernel, initrd, modules), if the kit has it."""
@@ -92,41 +108,85 @@ class Kit:
     def to_json(self) -> dict[str, Any]:
         files = {role: {"path": str(self.folder / rec["name"]), "size": rec["size"],
                         "md5": rec["md5"]} for role, rec in self.manifest["files"].items()}
-        return {"kernel_version": self.kernel_version, "folder": str(self.folder),
+        return {"kernel_version": self.kernel_version, "flavour": self.flavour,
+                "folder": str(self.folder),
                 "cached": self.cached, "files": files, "packages": self.manifest["packages"],
                 "seconds": self.seconds}
 
 
-def load_config(folder: Path) -> KitConfig:
-    """Read and check ``kit.toml`` in the kernel folder."""
+def _read_toml(folder: Path) -> tuple[Path, dict[str, Any]]:
     path = folder / "kit.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise MinivmError(f"no kernel kit configuration at {path}",
                           hint="restore kernel/kit.toml from the minivm sources") from None
     except tomllib.TOMLDecodeError as e:
         raise MinivmError(f"{path} is not valid TOML: {e}", hint="fix the file") from None
+
+
+def flavours(folder: Path) -> tuple[list[str], str]:
+    """The flavours ``kit.toml`` describes, and the default one."""
+    path, data = _read_toml(folder)
+    table = data.get("flavours")
+    if not isinstance(table, dict) or not table:
+        raise MinivmError(f"{path} lacks the table 'flavours'",
+                          hint="describe each kernel flavour in a [flavours.NAME] table")
+    default = str(data.get("default", next(iter(table))))
+    if default not in table:
+        raise MinivmError(f"{path}: default flavour {default!r} is not one of "
+                          f"{', '.join(table)}", hint="fix `default`")
+    return list(table), default
+
+
+def load_config(folder: Path, flavour: str | None = None) -> KitConfig:
+    """Read and check one flavour (default: kit.toml's ``default``) of ``kit.toml``."""
+    path, data = _read_toml(folder)
+    if "base" not in data:
+        raise MinivmError(f"{path} lacks the key 'base'",
+                          hint="it needs `base`, `default` and a [flavours.NAME] table each")
+    names, default = flavours(folder)
+    name = flavour or default
+    if name not in names:
+        raise MinivmError(f"no kernel flavour {name!r} in {path}",
+                          hint=f"choose one of: {', '.join(names)}")
+    table = data["flavours"][name]
+    where = f"{path} [flavours.{name}]"
     try:
         config = KitConfig(
-            base=str(data["base"]), package=str(data["package"]),
-            initramfs_modules=tuple(map(str, data.get("initramfs_modules", []))),
-            boot_modules=tuple(map(str, data.get("boot_modules", []))),
-            async_modules=tuple(map(str, data.get("async_modules", []))),
-            blacklist=tuple(map(str, data.get("blacklist", []))),
-            compression=str(data.get("compression", "gzip")),
-            module_disk=bool(data.get("module_disk", True)),
+            base=str(data["base"]), package=str(table["package"]), flavour=name,
+            recipe=str(table.get("recipe", name)),
+            initramfs_modules=tuple(map(str, table.get("initramfs_modules", []))),
+            boot_modules=tuple(map(str, table.get("boot_modules", []))),
+            async_modules=tuple(map(str, table.get("async_modules", []))),
+            blacklist=tuple(map(str, table.get("blacklist", []))),
+            compression=str(table.get("compression", "gzip")),
+            module_disk=bool(table.get("module_disk", True)),
+            settings=dict(table),
         )
     except KeyError as e:
-        raise MinivmError(f"{path} lacks the key {e.args[0]!r}",
-                          hint="it needs at least `base` and `package`") from None
+        raise MinivmError(f"{where} lacks the key {e.args[0]!r}",
+                          hint="each flavour needs at least `package`") from None
     if config.compression not in initramfs.COMPRESSIONS:
-        raise MinivmError(f"{path}: compression {config.compression!r} is not one of "
+        raise MinivmError(f"{where}: compression {config.compression!r} is not one of "
                           f"{', '.join(initramfs.COMPRESSIONS)}", hint="fix the file")
     if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", config.package):
-        raise MinivmError(f"{path}: {config.package!r} is not a Debian package name",
+        raise MinivmError(f"{where}: {config.package!r} is not a Debian package name",
                           hint="fix `package`")
+    recipe = folder / config.recipe
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.recipe) \
+            or not (recipe / "Dockerfile").is_file():
+        raise MinivmError(f"{where}: recipe {config.recipe!r} is not a folder of {folder} "
+                          "with a Dockerfile", hint="fix `recipe`")
     return config
+
+
+def cache_key(source: Path, config: KitConfig, base_id: str) -> str:
+    """The flavour's key: its settings, its recipe folder, the shared files, the base image."""
+    shared = {name: file_record(source / name)["md5"] for name in SHARED_FILES
+              if (source / name).is_file()}
+    return cache.key(flavour=config.flavour, settings=config.settings, base=base_id,
+                     recipe=sha256_tree(source / config.recipe), shared=shared)
 
 
 def kits_dir() -> Path:
@@ -143,22 +203,27 @@ def current() -> Kit | None:
 
 
 def build(*, reporter: Reporter, force: bool = False, source: Path | None = None,
-          output_root: Path | None = None) -> Kit:
-    """Build the kernel kit (or reuse the one built from the same inputs)."""
+          output_root: Path | None = None, flavour: str | None = None,
+          make_current: bool = True) -> Kit:
+    """Build the kernel kit of ``flavour`` (default: kit.toml's), or reuse the one built from
+    the same inputs; either way it becomes ``current`` (unless ``make_current`` is false)."""
     source = source or kernel_dir()
     output_root = output_root or kits_dir()
-    config = load_config(source)
+    config = load_config(source, flavour)
     with reporter.stage("check", "Checking the kernel kit inputs"):
         client = engine.connect()
         base_id = engine.resolve_image(client, config.base, reporter=reporter)
-        key = cache.key(kernel_folder=sha256_tree(source), base=base_id)
+        key = cache_key(source, config, base_id)
         if not force and (kit := _find_cached(output_root, key)):
-            _point_current(output_root, kit.folder)
-            reporter.info(f"kernel kit {kit.kernel_version} is up to date: {kit.folder} "
+            if make_current:
+                _point_current(output_root, kit.folder)
+            reporter.info(f"kernel kit {kit.kernel_version} ({config.flavour}) is up to date: "
+                          f"{kit.folder} "
                           "(nothing changed; --force rebuilds it)")
             return Kit(kit.folder, kit.manifest, cached=True, seconds=reporter.seconds)
     try:
-        return _build(client, config, source, output_root, key, base_id, reporter)
+        return _build(client, config, source, output_root, key, base_id, reporter,
+                      make_current)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             free = shutil.disk_usage(output_root if output_root.exists() else "/").free
@@ -169,8 +234,10 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
 
 
 def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key: str,
-           base_id: str, reporter: Reporter) -> Kit:
-    with reporter.stage("fetch", f"Fetching {config.package} (docker build of {source})"):
+           base_id: str, reporter: Reporter, make_current: bool) -> Kit:
+    recipe = source / config.recipe
+    with reporter.stage("fetch", f"Making the {config.flavour} kernel from {config.package} "
+                                 f"(docker build of {recipe})"):
         image_id = _build_image(client, config, source, reporter)
     output_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=output_root) as work_name:
@@ -178,7 +245,7 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
         with reporter.stage("export", "Reading the kernel, modules and tools from the image"), \
                 reporter.bytes("exported") as advance, \
                 engine.exported_filesystem(client, image_id, on_bytes=advance) as stream:
-            _extract_kit(stream, work)
+            _extract_kit(stream, work, recipe)
         kver = _kernel_version(work)
         timestamp = _timestamp(work, kver)
         folder = output_root / f"{kver}-{key[:12]}"
@@ -187,6 +254,8 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
             files: dict[str, Path] = {}
             files["kernel"] = tmp / f"vmlinuz-{kver}"
             shutil.copyfile(work / f"vmlinuz-{kver}", files["kernel"])
+            if (work / "config").is_file():  # a compiled kernel's configuration, for reference
+                shutil.copyfile(work / "config", tmp / f"config-{kver}")
             with reporter.stage("initramfs", "Writing the initramfs"):
                 files["initrd"] = tmp / f"initrd-{kver}-{key[:12]}.img"
                 selection = write_initramfs(work, kver, config, source, files["initrd"],
@@ -198,6 +267,7 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
                                       timestamp=timestamp, reporter=reporter)
             manifest = {
                 "key": key, "minivm": __version__, "kernel_version": kver,
+                "flavour": config.flavour,
                 "base": {"ref": config.base, "id": base_id}, "package": config.package,
                 "packages": _packages(work), "compression": config.compression,
                 "timestamp": timestamp,
@@ -206,8 +276,9 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
                 "files": {role: _record(p) for role, p in files.items()},
             }
             atomic_write_bytes(tmp / MANIFEST, _dump(manifest))
-    _point_current(output_root, folder)
-    reporter.info(f"kernel kit {kver} written to {folder}")
+    if make_current:
+        _point_current(output_root, folder)
+    reporter.info(f"kernel kit {kver} ({config.flavour}) written to {folder}")
     if removed := prune(output_root, keep=KEEP_KITS):
         reporter.info(f"  removed {len(removed)} older kit(s): {', '.join(removed)}")
     return Kit(folder, manifest, cached=False, seconds=reporter.seconds)
@@ -215,10 +286,10 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
 
 def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporter) -> str:
     try:
-        return engine.build_image(client, source, reporter=reporter,
+        return engine.build_image(client, source / config.recipe, reporter=reporter,
                                   buildargs={"BASE": config.base,
                                              "KERNEL_PACKAGE": config.package},
-                                  tag="minivm-kernel:latest")
+                                  tag=f"minivm-kernel-{config.flavour}:latest")
     except MinivmError as e:
         text = str(e)
         if "Unable to locate package" in text or "has no installation candidate" in text:
@@ -233,7 +304,7 @@ def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporte
         raise
 
 
-def _extract_kit(stream: Any, work: Path) -> None:
+def _extract_kit(stream: Any, work: Path, recipe: Path) -> None:
     """Write the image's ``/kit`` folder into ``work`` (regular files and folders only)."""
     guard = SymlinkGuard("kernel image export")
     work.mkdir(parents=True)
@@ -256,7 +327,7 @@ def _extract_kit(stream: Any, work: Path) -> None:
     for needed in ("busybox", "busybox.links", "e2fsck", "modules"):
         if not (work / needed).exists():
             raise MinivmError(f"the kernel image has no /kit/{needed}",
-                              hint="kernel/Dockerfile must write it; see its header")
+                              hint=f"{recipe / 'Dockerfile'} must write it; see its header")
 
 
 def _kernel_version(work: Path) -> str:
@@ -375,15 +446,18 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 
 def prune(output_root: Path, *, keep: int) -> list[str]:
-    """Remove all but the ``keep`` most recently written kits (``current`` always stays);
-    return the names of the folders removed. Only folders holding a kit manifest go."""
+    """Remove all but the ``keep`` most recently written kits of each flavour (``current``
+    always stays); return the names of the folders removed. Only folders holding a kit
+    manifest go."""
     current = (output_root / "current").resolve()
     kits = [f for f in output_root.iterdir() if not f.is_symlink() and f.is_dir()
             and not f.name.startswith(".") and (f / MANIFEST).is_file()]
     kits.sort(key=lambda f: ((f / MANIFEST).stat().st_mtime, f.name), reverse=True)
-    removed = []
-    for folder in kits[keep:]:
-        if folder.resolve() != current:
+    removed, seen = [], dict[str, int]()
+    for folder in kits:
+        flavour = str((_load_manifest(folder) or {}).get("flavour", "cloud"))
+        seen[flavour] = seen.get(flavour, 0) + 1
+        if seen[flavour] > keep and folder.resolve() != current:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
