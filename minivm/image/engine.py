@@ -49,8 +49,10 @@ def build_image(
     target: str | None = None,
     buildargs: dict[str, str] | None = None,
     tag: str | None = None,
+    nocache: bool = False,
 ) -> str:
-    """Build a Docker context, streaming its log; return the image id.
+    """Build a Docker context, streaming its log; return the image id (``nocache``: every
+    step runs again, Docker's layer cache unused).
 
     A failing step raises a MinivmError naming the step and the tail of its log.
     """
@@ -65,7 +67,7 @@ def build_image(
     try:
         stream = client.build(
             path=str(context), dockerfile=dockerfile, target=target, buildargs=buildargs,
-            tag=tag, rm=True, forcerm=True, decode=True, pull=False,
+            tag=tag, rm=True, forcerm=True, decode=True, pull=False, nocache=nocache,
         )
         for chunk in stream:
             if "error" in chunk:

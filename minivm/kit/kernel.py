@@ -204,9 +204,10 @@ def current() -> Kit | None:
 
 def build(*, reporter: Reporter, force: bool = False, source: Path | None = None,
           output_root: Path | None = None, flavour: str | None = None,
-          make_current: bool = True) -> Kit:
+          make_current: bool = True, docker_cache: bool = True) -> Kit:
     """Build the kernel kit of ``flavour`` (default: kit.toml's), or reuse the one built from
-    the same inputs; either way it becomes ``current`` (unless ``make_current`` is false)."""
+    the same inputs; either way it becomes ``current`` (unless ``make_current`` is false).
+    ``docker_cache=False`` runs every step of the recipe again (a cold build)."""
     source = source or kernel_dir()
     output_root = output_root or kits_dir()
     config = load_config(source, flavour)
@@ -223,7 +224,7 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
             return Kit(kit.folder, kit.manifest, cached=True, seconds=reporter.seconds)
     try:
         return _build(client, config, source, output_root, key, base_id, reporter,
-                      make_current)
+                      make_current, docker_cache)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             free = shutil.disk_usage(output_root if output_root.exists() else "/").free
@@ -234,11 +235,12 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
 
 
 def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key: str,
-           base_id: str, reporter: Reporter, make_current: bool) -> Kit:
+           base_id: str, reporter: Reporter, make_current: bool,
+           docker_cache: bool = True) -> Kit:
     recipe = source / config.recipe
     with reporter.stage("fetch", f"Making the {config.flavour} kernel from {config.package} "
                                  f"(docker build of {recipe})"):
-        image_id = _build_image(client, config, source, reporter)
+        image_id = _build_image(client, config, source, reporter, nocache=not docker_cache)
     output_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=output_root) as work_name:
         work = Path(work_name) / "kit"
@@ -284,12 +286,14 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
     return Kit(folder, manifest, cached=False, seconds=reporter.seconds)
 
 
-def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporter) -> str:
+def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporter, *,
+                 nocache: bool = False) -> str:
     try:
         return engine.build_image(client, source / config.recipe, reporter=reporter,
                                   buildargs={"BASE": config.base,
                                              "KERNEL_PACKAGE": config.package},
-                                  tag=f"minivm-kernel-{config.flavour}:latest")
+                                  tag=f"minivm-kernel-{config.flavour}:latest",
+                                  nocache=nocache)
     except MinivmError as e:
         text = str(e)
         if "Unable to locate package" in text or "has no installation candidate" in text:
