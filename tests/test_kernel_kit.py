@@ -311,11 +311,14 @@ def test_boot_reaches_root_init(any_kit, root_disk, interface, device):
     assert "event" in re.search(r"INPUT (.*)", out).group(1)  # the power button, for acpid
     if kit.flavour == "cloud":  # the drivers are modules: from the initramfs or module disk
         assert {"button", "evdev", "vmxnet3"} <= set(loaded)
-    else:  # built in: nothing to load
-        assert loaded == []
+    else:  # built in: nothing of it loaded (for an init other than the MiniVM's, the
+        # initramfs loads the drivers of devices still without one, as udev would: QEMU's
+        # empty IDE CD-ROM gets sr_mod from the module disk)
+        assert set(loaded) <= {"sr_mod", "cdrom"}, loaded
         uname = re.search(r"UNAME (\S+) \| (.*)", out)
         assert re.fullmatch(r"6\.1\.\d+-minivm", uname[1])
-        assert re.match(r"#1 minivm build of Debian linux 6\.1\.\d+-\d+ ", uname[2]), uname[2]
+        assert re.match(r"#1 minivm build of Debian 6\.1\.\d+-\S+ SMP \d{4}-\d\d-\d\d$",
+                        uname[2]), uname[2]
     assert "MODPROBE-OK" in out  # a module that is not in the initramfs, from the module disk
     assert "minivm:" not in out  # quiet: no chatter when all is well
 
@@ -378,7 +381,9 @@ def test_ide_root_with_the_minivm_init(any_kit, disks):
     with boot(kit, root, "root=LABEL=minivm-root rw quiet", interface="ide") as vm:
         vm.expect("ROOT-DONE", BOOT_TIMEOUT)
         out = finish(vm)
-    assert re.search(r"MOUNT /dev/sd[ab] / ext4 rw", out) and "ata_piix" in out, out[-3000:]
+    assert re.search(r"MOUNT /dev/sd[ab] / ext4 rw", out), out[-3000:]
+    if kit.flavour == "cloud":
+        assert "ata_piix" in out, out[-3000:]
 
 
 @pytest.mark.boot

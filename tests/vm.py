@@ -27,7 +27,7 @@ QEMU = "qemu-system-x86_64"
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk to attach: ``interface`` is GNS3's name (scsi, virtio, ide)."""
+    """A disk to attach: ``interface`` is GNS3's name (scsi, virtio, ide, sata)."""
 
     path: Path
     interface: str = "scsi"
@@ -48,6 +48,9 @@ def disk_args(disks: list[Disk]) -> list[str]:
                      "-device", f"scsi-hd,drive=drive{i}"]
         elif d.interface in ("virtio", "ide"):
             args += ["-drive", f"{drive},if={d.interface},id=drive{i}"]
+        elif d.interface == "sata":  # GNS3: an AHCI controller per disk, the disk on port 0
+            args += ["-device", f"ahci,id=ahci{i}", "-drive", f"{drive},if=none,id=drive{i}",
+                     "-device", f"ide-hd,drive=drive{i},bus=ahci{i}.0,id=drive{i}"]
         else:
             raise ValueError(f"unknown disk interface {d.interface!r}")
     return args
