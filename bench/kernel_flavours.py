@@ -86,14 +86,14 @@ def main() -> None:
             for f in FLAVOURS:
                 variants[f"{name}/{f}"] = (argv_for(kits[f], kits[f].initrd, disk, args),
                                            "UPTIME-AT-MAIN")
+        sizes = {f: {role: kits[f].manifest["files"][role]["size"] / 1e6
+                     for role in ("kernel", "initrd", "modules")} for f in FLAVOURS}
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
         for i in range(args.runs):
             for name, (argv, marker) in variants.items():
                 results[name].append(measure(argv, marker))
             print(f"run {i + 1} (wall): " + ", ".join(f"{k} {v[-1][1]:.2f} s"
                                                       for k, v in results.items()), flush=True)
-    sizes = {f: {role: kits[f].path(role).stat().st_size / 1e6  # type: ignore[union-attr]
-                 for role in ("kernel", "initrd", "modules")} for f in FLAVOURS}
     base = "floor (cloud)"
     for idx, what in ((1, "QEMU wall time"), (0, "guest uptime")):
         med = {k: statistics.median(x[idx] for x in v) for k, v in results.items()}
