@@ -34,9 +34,10 @@ from init_figures import image_disks  # noqa: E402
 from kernel_boot import floor_initrd, in_memory, memory_dir  # noqa: E402
 from vm import VM  # noqa: E402
 
-from minivm import kernel, qemu  # noqa: E402
-from minivm.appliance import BASE_KERNEL_ARGS  # noqa: E402
+from minivm.gns3.appliance import BASE_KERNEL_ARGS  # noqa: E402
+from minivm.kit import kernel  # noqa: E402
 from minivm.ui import QUIET  # noqa: E402
+from minivm.vm import qemu  # noqa: E402
 
 FLAVOURS = ("cloud", "minimal")
 

@@ -75,7 +75,7 @@ FLAVOURS = ("minimal", "cloud")
 def flavour_kits(kernel_kit):
     """Every flavour's kit, each built once per session when first asked for; the default
     flavour's stays ``current``."""
-    from minivm import kernel
+    from minivm.kit import kernel
 
     kits = {kernel_kit.flavour: kernel_kit}
 
