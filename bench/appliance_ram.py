@@ -1,6 +1,6 @@
 """The smallest RAM each shipped appliance boots with, reliably, under TCG.
 
-    .venv/bin/python bench/appliance_ram.py [--runs 3] [--ram 48 64 96 128]
+    .venv/bin/python -m bench.appliance_ram [--runs 3] [--ram 48 64 96 128]
 
 Boots each bundle of bench/bundle_sizes.py from its .gns3a as GNS3 would (minivm/qemu.py,
 linked-clone overlays) with the RAM overridden; a run passes when the main process starts
@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+from bench.bundle_sizes import bundles
+from minivm.gns3 import reader
+from minivm.paths import build_dir
+from minivm.ui import Reporter
+from minivm.vm import qemu
+from tests.test_appliance import hmp
+from tests.vm import VM
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-
-from bundle_sizes import bundles  # noqa: E402
-from test_appliance import hmp  # noqa: E402
-from vm import VM  # noqa: E402
-
-from minivm.gns3 import reader  # noqa: E402
-from minivm.paths import build_dir  # noqa: E402
-from minivm.ui import Reporter  # noqa: E402
-from minivm.vm import qemu  # noqa: E402
 
 
 def boot_once(bundle: Path, ram: int) -> float | None:

@@ -1,6 +1,6 @@
 """Figures for `minivm build`, printed as ratios against baselines run side by side.
 
-    .venv/bin/python bench/build_figures.py [--runs 3]
+    .venv/bin/python -m bench.build_figures [--runs 3]
 
 On one ~200 MB Debian image (debian:bookworm-slim + python3, perl, git, built here):
   * minivm build (engine path, --force) vs. the floor: export + tar -x + mke2fs -d + qemu-img -c
@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from minivm.image import engine
+from minivm.ui import Reporter
 
-from minivm.image import engine  # noqa: E402
-from minivm.ui import Reporter  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DOCKERFILE = """FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends python3 perl git \\

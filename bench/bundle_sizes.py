@@ -1,6 +1,6 @@
 """Appliance bundle sizes: every file of the bundle vs the reference's shipped sizes.
 
-    .venv/bin/python bench/bundle_sizes.py
+    .venv/bin/python -m bench.bundle_sizes
 
 Builds alpine-minivm's look-alike (busybox userland: Alpine's mirror is unreachable here) and
 debian-minivm into build/bench-appliance/ (cached after the first run) and writes their
@@ -11,20 +11,16 @@ modules 25.4 MB). Sizes are in MB (10^6 bytes), as the reference gives them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from minivm.gns3 import appliance
+from minivm.image import build
+from minivm.kit import kernel
+from minivm.paths import build_dir
+from minivm.ui import Reporter
+from tests.imagefactory import alpine_lookalike
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from imagefactory import alpine_lookalike  # noqa: E402
-
-from minivm.gns3 import appliance  # noqa: E402
-from minivm.image import build  # noqa: E402
-from minivm.kit import kernel  # noqa: E402
-from minivm.paths import build_dir  # noqa: E402
-from minivm.ui import Reporter  # noqa: E402
 
 REFERENCE_MB = {
     "alpine-minivm": {"root": 4.5, "kernel": 14.0, "initrd": 2.49, "modules": 25.4},

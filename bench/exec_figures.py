@@ -2,7 +2,7 @@
 (the only way in before it) and Docker's own `docker exec` / `docker cp` on a container of the
 same base image.
 
-    .venv/bin/python bench/exec_figures.py [--runs 20] [--mb 20]
+    .venv/bin/python -m bench.exec_figures [--runs 20] [--mb 20]
 
 The MiniVM is alpine-minivm's look-alike in a one-node lab (TCG, 1 vCPU). Round trips: the
 library (connect, hello, exec `true`, exit code) and the CLI (`minivm lab exec`, Python's start
@@ -23,10 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lab_common import READY, lookalike_bundle, workdir, write_lab
-
+from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 from minivm.vm import console, control, transfer
 

@@ -10,7 +10,7 @@ power: seconds from QMP system_powerdown (GNS3's stop) to QEMU's exit, idle gues
 size:  bytes the injected tree (init + toolbox + hooks) adds to an image.
 Runs alternate between the variants so that machine load hits all alike.
 
-    .venv/bin/python bench/init_figures.py [--runs 5]
+    .venv/bin/python -m bench.init_figures [--runs 5]
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ import gzip
 import io
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-
-from imagefactory import alpine_lookalike  # noqa: E402
-from initvm import (  # noqa: E402
+from bench.kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices
+from minivm.image import inject
+from minivm.paths import images_dir
+from minivm.ui import QUIET
+from tests.imagefactory import alpine_lookalike
+from tests.initvm import (
     BASE_APPEND,
     boot,
     build_disk,
@@ -40,12 +38,9 @@ from initvm import (  # noqa: E402
     writable_copy,
     write_context,
 )
-from kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices  # noqa: E402
-from vm import VM, Disk, busybox_root_disk, qemu_argv  # noqa: E402
+from tests.vm import VM, Disk, busybox_root_disk, qemu_argv
 
-from minivm.image import inject  # noqa: E402
-from minivm.paths import images_dir  # noqa: E402
-from minivm.ui import QUIET  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 WRAP = """\
     FROM {base}

@@ -13,7 +13,7 @@ Measured: QEMU's wall time from its start to the report on the serial console (t
 and the guest's uptime at the report.
 Runs alternate floor/kit/other so that load from other work on the machine hits all alike.
 
-    .venv/bin/python bench/kernel_boot.py [--runs 9] [--interface scsi|virtio|ide] [--nics 1]
+    .venv/bin/python -m bench.kernel_boot [--runs 9] [--interface scsi|virtio|ide] [--nics 1]
                                           [--compare OLD-INITRD] [--bound]
 """
 from __future__ import annotations
@@ -22,16 +22,12 @@ import argparse
 import shutil
 import stat
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from vm import VM, Disk, busybox_root_disk, qemu_argv
-
 from minivm.kit import initramfs, kernel
 from minivm.ui import Reporter
+from tests.vm import VM, Disk, busybox_root_disk, qemu_argv
 
 # Builtins only (read, echo): a fork or two would cost the floor and the kit ~0.05 s each.
 REPORT = 'read u _ < /proc/uptime; echo "UPTIME-AT-INIT $u"\n'

@@ -3,7 +3,7 @@ side; with --cold the rebuild runs every step of the recipe again (Docker's laye
 unused: apt download, and for the minimal flavour the whole kernel compile), as CI's first
 build does; --twice makes two such rebuilds and compares their files byte for byte.
 
-    .venv/bin/python bench/kernel_build.py [--flavour minimal cloud] [--cold] [--twice]
+    .venv/bin/python -m bench.kernel_build [--flavour minimal cloud] [--cold] [--twice]
 
 Without --cold the rebuild reuses Docker's layer cache (the package download, the compiled
 kernel): what is left is export, initramfs and module disk. The cached run is what

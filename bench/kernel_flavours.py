@@ -13,31 +13,26 @@ appliance's RAM and kernel arguments); only the kernel, initramfs and root diffe
 Measured: QEMU's wall time from its start to the marker on the serial console, and the guest
 uptime at the marker. Runs alternate between the variants so that load hits all alike.
 
-    .venv/bin/python bench/kernel_flavours.py [--runs 5] [--adapter e1000] [--interface sata]
+    .venv/bin/python -m bench.kernel_flavours [--runs 5] [--adapter e1000] [--interface sata]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+from bench.init_figures import image_disks
+from bench.kernel_boot import floor_initrd, in_memory, memory_dir
+from minivm.gns3.appliance import BASE_KERNEL_ARGS
+from minivm.kit import kernel
+from minivm.ui import QUIET
+from minivm.vm import qemu
+from tests.vm import VM
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-
-from init_figures import image_disks  # noqa: E402
-from kernel_boot import floor_initrd, in_memory, memory_dir  # noqa: E402
-from vm import VM  # noqa: E402
-
-from minivm.gns3.appliance import BASE_KERNEL_ARGS  # noqa: E402
-from minivm.kit import kernel  # noqa: E402
-from minivm.ui import QUIET  # noqa: E402
-from minivm.vm import qemu  # noqa: E402
 
 FLAVOURS = ("cloud", "minimal")
 

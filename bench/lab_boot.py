@@ -1,7 +1,7 @@
 """Lab boot time and memory: `lab up` to every node's main process running, 1/2/4/8 nodes
 (a chain of links), under TCG; QEMU RSS per idle node.
 
-    .venv/bin/python bench/lab_boot.py [--sizes 1 2 4 8]
+    .venv/bin/python -m bench.lab_boot [--sizes 1 2 4 8]
 
 Prints per size: seconds of `lab up` itself (QEMUs started, sockets bound), seconds until the
 last node's main process runs, that time per node, and the RSS of the idle QEMUs.
@@ -15,10 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lab_common import READY, lookalike_bundle, workdir, write_lab
-
+from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -11,10 +10,9 @@ from minivm.gns3 import appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from tests.imagefactory import alpine_lookalike
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from imagefactory import alpine_lookalike  # noqa: E402
 
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
 

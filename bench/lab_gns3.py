@@ -1,6 +1,6 @@
 """`lab up --server` (a GNS3 3.0.6 server on this machine) beside the local runner, 2/4/8 nodes.
 
-    .venv/bin/python bench/lab_gns3.py [--sizes 2 4 8] [--runs 3]
+    .venv/bin/python -m bench.lab_gns3 [--sizes 2 4 8] [--runs 3]
 
 Needs .venv-gns3 (``.venv/bin/python tests/gns3_env.py``). Starts a GNS3 controller
 (127.0.0.2) and a second gns3server as a remote compute (127.0.0.3), each with its own files
@@ -22,22 +22,17 @@ import json
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import gns3_server as gs
-from lab_common import READY, lookalike_bundle, workdir, write_lab
-
+from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 from minivm.gns3 import push, server
 from minivm.lab import control, gns3, ports
 from minivm.vm import qemu
+from tests import gns3_server as gs
 
 
 def local_prepare(the_lab: lab.Lab, folder: Path) -> None:

@@ -1,7 +1,7 @@
 """Link throughput and frame loss between two MiniVMs: GNS3's UDP tunnel (what `minivm lab`
 wires) vs QEMU's socket multicast on loopback (the same two VMs, the netdev swapped).
 
-    .venv/bin/python bench/lab_link.py [--mb 16] [--runs 3]
+    .venv/bin/python -m bench.lab_link [--mb 16] [--runs 3]
 
 Per mode: a TCP transfer of --mb MB r1 -> r2 (busybox nc, timed on the host around the
 sender), and frame loss from the NIC counters: frames r1 sent vs frames r2 received during the
@@ -16,15 +16,11 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lab_common import READY, lookalike_bundle, workdir
-
+from bench.lab_common import READY, lookalike_bundle, workdir
 from minivm import lab
 from minivm.gns3 import reader
 from minivm.vm import console, qemu, vmctl

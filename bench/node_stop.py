@@ -1,7 +1,7 @@
 """How long GNS3's stop takes for a Docker node of debian-minivm, side by side with the entry
 point it had before (`exec /bin/bash`, which as PID 1 ignores SIGTERM).
 
-    .venv/bin/python bench/node_stop.py [--runs 3] [--grace 10]
+    .venv/bin/python -m bench.node_stop [--runs 3] [--grace 10]
 
 Builds images/debian-minivm twice: as it is, and with the init.sh of `git show REF:...`
 (default: the commit before the one that added /etc/minivm/container.sh). Starts each as GNS3
@@ -17,18 +17,15 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from minivm.image import engine
+from minivm.ui import QUIET
+from tests.gns3node import start_node
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from gns3node import start_node  # noqa: E402
-
-from minivm.image import engine  # noqa: E402
-from minivm.ui import QUIET  # noqa: E402
 
 INIT = "images/debian-minivm/etc/init.sh"
 CONTAINER_SH = "images/debian-minivm/etc/minivm/container.sh"

@@ -1,6 +1,6 @@
 """Start-up cost of the command line, side by side with a bare Python start.
 
-    .venv/bin/python bench/startup.py [--runs 15]
+    .venv/bin/python -m bench.startup [--runs 15]
 
 Runs, interleaved so that the machine's load weighs on each alike: `python -c pass` (the
 floor: the interpreter and its site packages), `minivm --help`, and a cached `minivm build` of

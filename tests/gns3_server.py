@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import gns3_env
 import requests
+
+from tests import gns3_env
 
 USER = "admin"
 PASSWORD = "minivm-test-password"

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gns3_env
+from tests import gns3_env
 
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static, what GNS3 copies into /gns3/bin
 

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
-from vm import VM, Disk, qemu_argv
 
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from tests.vm import VM, Disk, qemu_argv
 
 BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet"
 

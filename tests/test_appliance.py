@@ -20,10 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 
-import gns3_env
 import pytest
-from imagefactory import alpine_lookalike
-from vm import VM
 
 from minivm.errors import MinivmError
 from minivm.gns3 import appliance, docker_node, reader
@@ -31,6 +28,9 @@ from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import qemu
+from tests import gns3_env
+from tests.imagefactory import alpine_lookalike
+from tests.vm import VM
 
 REPO = Path(__file__).resolve().parent.parent
 KVER = "6.1.0-99-test-amd64"

@@ -7,8 +7,11 @@ import stat
 import tarfile
 
 import pytest
-from fsview import listing
-from imagefactory import (
+
+from minivm.errors import MinivmError
+from minivm.image import build as builder
+from tests.fsview import listing
+from tests.imagefactory import (
     IMAGE_HOSTS,
     LONG_DIR,
     UNICODE_NAME,
@@ -18,9 +21,6 @@ from imagefactory import (
     rich_context,
     save_image,
 )
-
-from minivm.errors import MinivmError
-from minivm.image import build as builder
 
 pytestmark = pytest.mark.engine
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fsview import listing
-from imagefactory import classic_archive, member
 
 from minivm.image import inject
+from tests.fsview import listing
+from tests.imagefactory import classic_archive, member
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,16 +15,16 @@ import tarfile
 import time
 from pathlib import Path
 
-import imagefactory
 import pytest
-from gns3node import DhcpServer, gns3_resources, network_volume, ping, start_node
-from test_appliance import cli, gns3_errors, make_build, project  # noqa: F401 (fixture)
 
 from minivm.errors import MinivmError
 from minivm.gns3 import appliance, docker_node
 from minivm.image import engine
 from minivm.paths import images_dir
 from minivm.ui import QUIET
+from tests import imagefactory
+from tests.gns3node import DhcpServer, gns3_resources, network_volume, ping, start_node
+from tests.test_appliance import cli, gns3_errors, make_build, project  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.engine]
 REPO = Path(__file__).resolve().parent.parent

@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_lab import READY, bundle, cli, write_lab  # noqa: F401 - bundle is a fixture
 
 from minivm import lab
 from minivm.errors import MinivmError
@@ -32,6 +31,7 @@ from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import control, qemu, transfer
+from tests.test_lab import READY, bundle, cli, write_lab  # noqa: F401 - bundle is a fixture
 
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
 

@@ -22,15 +22,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import gns3_server as gs
 import pytest
-from imagefactory import alpine_lookalike
 
 from minivm.gns3 import appliance, reader, server
 from minivm.image import build
 from minivm.lab import control, gns3, spec
 from minivm.ui import QUIET
 from minivm.vm import qemu
+from tests import gns3_server as gs
+from tests.imagefactory import alpine_lookalike
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import imagefactory
 import pytest
 import yaml
-from initvm import boot, build_disk, fsck, powerdown, writable_copy
 
 from minivm.paths import images_dir
+from tests import imagefactory
+from tests.initvm import boot, build_disk, fsck, powerdown, writable_copy
 
 pytestmark = [pytest.mark.engine]
 KEYS = {"name", "description", "category", "symbol", "usage", "adapters", "ram", "kernel_args",

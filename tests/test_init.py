@@ -12,7 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from initvm import (
+
+from minivm.image import inject
+from minivm.ui import QUIET
+from tests.initvm import (
     boot,
     build_disk,
     fsck,
@@ -21,10 +24,7 @@ from initvm import (
     writable_copy,
     write_context,
 )
-from vm import scsi_disk_at, size_at_target
-
-from minivm.image import inject
-from minivm.ui import QUIET
+from tests.vm import scsi_disk_at, size_at_target
 
 pytestmark = [pytest.mark.engine]
 

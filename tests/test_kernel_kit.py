@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
 
 from minivm.errors import MinivmError
 from minivm.fsutil import md5_file
 from minivm.kit import initramfs, kernel
 from minivm.paths import kernel_dir
 from minivm.ui import QUIET
+from tests.vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
 
 pytestmark = [pytest.mark.engine]
 
@@ -522,7 +522,7 @@ ROUTER_OK = ["MODPROBE wireguard ok", "MODPROBE vxlan ok", "MODPROBE bonding ok"
 
 @pytest.fixture(scope="module")
 def router_disk(disks: Path) -> Path:
-    from initvm import build_disk, write_context
+    from tests.initvm import build_disk, write_context
 
     return build_disk(write_context(disks / "router", ROUTER), disks).qcow2
 
@@ -531,7 +531,7 @@ def router_disk(disks: Path) -> Path:
 def test_router_modules_and_firewall_rules(any_kit, router_disk):
     """A lab router image on each flavour: wireguard, vxlan, bonding from the module disk,
     nftables and iptables (legacy and nft) rules, a module unloaded."""
-    from initvm import boot as boot_image
+    from tests.initvm import boot as boot_image
 
     with boot_image(any_kit, router_disk, snapshot=True, nics=["user"],
                     append="minivm.console=off") as vm:

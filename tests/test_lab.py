@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-from imagefactory import alpine_lookalike
 
 from minivm import lab
 from minivm.gns3 import appliance
@@ -30,6 +29,7 @@ from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import console
+from tests.imagefactory import alpine_lookalike
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]

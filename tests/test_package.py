@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from imagefactory import alpine_lookalike
+
+from tests.imagefactory import alpine_lookalike
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,1 @@
+"""minivm's tests, and the helpers bench/ shares with them (importable as tests.*)."""
