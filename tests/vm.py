@@ -19,41 +19,13 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-QEMU = "qemu-system-x86_64"
+from minivm.vm.qemu import QEMU, Drive, disk_args
 
-
-@dataclass(frozen=True)
-class Disk:
-    """A disk to attach: ``interface`` is GNS3's name (scsi, virtio, ide, sata)."""
-
-    path: Path
-    interface: str = "scsi"
-    format: str = "qcow2"
-    snapshot: bool = False  # discard writes (lets several VMs share one image)
-
-
-def disk_args(disks: list[Disk]) -> list[str]:
-    """QEMU arguments attaching ``disks`` in order, as GNS3 does for each interface."""
-    args: list[str] = []
-    if any(d.interface == "scsi" for d in disks):
-        args += ["-device", "virtio-scsi-pci,id=scsi0"]
-    for i, d in enumerate(disks):
-        drive = f"file={d.path},format={d.format},index={i},media=disk"
-        drive += ",snapshot=on" if d.snapshot else ""
-        if d.interface == "scsi":
-            args += ["-drive", f"{drive},if=none,id=drive{i}",
-                     "-device", f"scsi-hd,drive=drive{i}"]
-        elif d.interface in ("virtio", "ide"):
-            args += ["-drive", f"{drive},if={d.interface},id=drive{i}"]
-        elif d.interface == "sata":  # GNS3: an AHCI controller per disk, the disk on port 0
-            args += ["-device", f"ahci,id=ahci{i}", "-drive", f"{drive},if=none,id=drive{i}",
-                     "-device", f"ide-hd,drive=drive{i},bus=ahci{i}.0,id=drive{i}"]
-        else:
-            raise ValueError(f"unknown disk interface {d.interface!r}")
-    return args
+# Disks are attached by minivm's own builder, as GNS3 attaches them: a test boots what a
+# GNS3 node boots. Disk(path, interface, format, snapshot).
+Disk = Drive
 
 
 def scsi_disk_at(path: Path, target: int, size_mb: int = 4) -> list[str]:
