@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +24,65 @@ def key(**inputs: Any) -> str:
     return hashlib.sha256(dump({"minivm": __version__, **inputs}).encode()).hexdigest()
 
 
-def load(folder: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class BuildRecord:
+    """``build.json``: what a build made (``outputs``: role -> path, size, md5) from which
+    inputs (``key``; ``context_key`` for a build context; ``source_id``: which source)."""
+
+    key: str
+    name: str
+    source: str
+    image_id: str
+    backend: str
+    outputs: dict[str, dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)  # ImageConfig.to_json()
+    context_key: str | None = None
+    source_id: str | None = None
+    fs_size: int = 0
+    content_bytes: int = 0
+    entries: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The root disk (a path; it may have gone since)."""
+        return Path(self.outputs.get("root", {}).get("path", ""))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("labels") or {})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildRecord:
+        """The record ``build.json`` holds; KeyError/TypeError when it is not one."""
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        return cls(**known)
+
+
+def load(folder: Path) -> BuildRecord | None:
     """The record of the last build in ``folder``, if any and readable."""
     try:
-        return json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
+        return BuildRecord.from_json(json.loads((folder / RECORD).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def fresh(folder: Path, cache_key: str) -> dict[str, Any] | None:
+def fresh(folder: Path, cache_key: str) -> BuildRecord | None:
     """The record if it was made with ``cache_key`` and its outputs are still there, whole."""
     record = load(folder)
-    if not record or record.get("key") != cache_key:
+    if not record or record.key != cache_key:
         return None
-    for output in record.get("outputs", {}).values():
+    for output in record.outputs.values():
         path = Path(output["path"])
         if not path.is_file() or path.stat().st_size != output["size"]:
             return None
     return record
 
 
-def save(folder: Path, record: dict[str, Any]) -> None:
+def save(folder: Path, record: BuildRecord) -> None:
     """Write the build record atomically."""
-    atomic_write_bytes(folder / RECORD, (json.dumps(record, indent=2, sort_keys=True) + "\n")
-                       .encode())
+    atomic_write_bytes(folder / RECORD, (json.dumps(record.to_json(), indent=2, sort_keys=True)
+                                         + "\n").encode())

@@ -83,7 +83,8 @@ def make_build(home: Path, name: str, *, labels: dict[str, str] | None = None,
     folder.mkdir(parents=True)
     root = folder / f"{name}-{image_id.split(':')[1][:12]}.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
-    record = {"name": name, "source": source or name, "image_id": image_id,
+    record = {"key": f"key-of-{name}", "backend": "mke2fs",
+              "name": name, "source": source or name, "image_id": image_id,
               "config": {"image_id": image_id, "entrypoint": ["/etc/init.sh"], "cmd": [],
                          "env": [], "workdir": "", "user": "", "exposed_ports": [],
                          "labels": labels or {}, "created": 1},

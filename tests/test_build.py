@@ -188,7 +188,7 @@ def test_guestfs_backend_writes_the_same_files(rich_build, quiet):
 def test_size_option_is_honoured(tmp_path, quiet):
     archive = classic_archive(tmp_path / "a.tar", [[member("f", b"x" * 1000)]])
     result = builder.build(str(archive), reporter=quiet, output_dir=tmp_path / "out", size=96 << 20)
-    assert result.record["fs_size"] == 96 << 20
+    assert result.record.fs_size == 96 << 20
 
 
 def test_two_contexts_with_one_folder_name_never_share_a_disk(tmp_path, docker_api):

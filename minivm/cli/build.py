@@ -56,7 +56,7 @@ def build(
             "appliance": bundle.to_json() if bundle else None,
             "docker_appliance": docker_bundle.to_json() if docker_bundle else None,
             "name": result.name, "image_id": result.image_id, "cached": result.cached,
-            "backend": result.backend, "outputs": record["outputs"],
+            "backend": result.backend, "outputs": record.outputs,
             "seconds": dict(report.seconds),  # this run's stages
-            "built_seconds": record.get("seconds", {}),  # the stages of the build that made it
+            "built_seconds": record.seconds,  # the stages of the build that made it
         })

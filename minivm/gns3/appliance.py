@@ -268,11 +268,11 @@ def label_metadata(labels: dict[str, str], *, image: str) -> dict[str, Any]:
     return out
 
 
-def metadata_files(name: str, record: dict[str, Any]) -> list[Path]:
+def metadata_files(name: str, record: cache.BuildRecord) -> list[Path]:
     """The image's metadata file and the user's ``appliances/<name>.yaml``, weakest first."""
     files = []
     shipped = images_dir() / name / METADATA_FILE
-    source = Path(str(record.get("source", "")))
+    source = Path(record.source)
     if shipped.is_file():
         files.append(shipped)
     elif source.is_absolute() and (source / METADATA_FILE).is_file():
@@ -281,12 +281,12 @@ def metadata_files(name: str, record: dict[str, Any]) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def metadata(name: str, record: dict[str, Any]) -> dict[str, Any]:
+def metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
     """Every source merged key by key: defaults.yaml, image labels, then the metadata files
     (later wins; a null value keeps the earlier one)."""
     defaults = appliances_dir() / DEFAULTS_FILE
     layers = [load_metadata(defaults) if defaults.is_file() else {},
-              label_metadata(record.get("config", {}).get("labels") or {}, image=name),
+              label_metadata(record.labels, image=name),
               *(load_metadata(f) for f in metadata_files(name, record))]
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -296,7 +296,8 @@ def metadata(name: str, record: dict[str, Any]) -> dict[str, Any]:
 
 # --- inputs: build outputs and the kernel kit -------------------------------------------------
 
-def build_record(name: str, folder: Path | None = None) -> tuple[Path, dict[str, Any], Path]:
+def build_record(name: str, folder: Path | None = None
+                 ) -> tuple[Path, cache.BuildRecord, Path]:
     """The build folder, record and root disk of ``name``; clear errors when absent."""
     if not NAME_RE.fullmatch(name):
         raise MinivmError(f"{name!r} is not an appliance name",
@@ -312,7 +313,7 @@ def build_record(name: str, folder: Path | None = None) -> tuple[Path, dict[str,
         raise MinivmError(f"unknown appliance {name!r}",
                           hint=f"built: {', '.join(built) or 'none'}; "
                                f"shipped images: {', '.join(shipped) or 'none'}")
-    root = Path(record.get("outputs", {}).get("root", {}).get("path", ""))
+    root = record.root
     if not root.is_file():
         raise MinivmError(f"the root disk of {name} is missing ({root})",
                           hint=f"run `minivm build {name}`")
@@ -388,10 +389,10 @@ def appliance_id(name: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, name))
 
 
-def values(name: str, meta: dict[str, Any], record: dict[str, Any],
+def values(name: str, meta: dict[str, Any], record: cache.BuildRecord,
            files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything the template needs, computed from metadata, the build and the files."""
-    config = record.get("config", {})
+    config = record.config
     command = " ".join(shlex.quote(w) for w in [*(config.get("entrypoint") or []),
                                                 *(config.get("cmd") or [])])
     shell = bool(re.search(r"(^|/)(sh|bash|ash|init\.sh)(\s|$)", command)) or not command
@@ -452,13 +453,13 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
         if path is not None and not path.is_file():
             raise MinivmError(f"the kernel kit lacks its {role} file {path}",
                               hint="run `minivm kernel build`")
-    image12 = short_id(str(record["image_id"]))
+    image12 = short_id(record.image_id)
     gns3a = folder / f"{name}.gns3a"
     previous = _named_files(gns3a)
     how = {role: place(path, folder / path.name)
            for role, path in kit_files.items() if path is not None}
     made = kit.manifest["files"]
-    files = {"root": _file("root", root, image12, record.get("outputs", {}).get("root")),
+    files = {"root": _file("root", root, image12, record.outputs.get("root")),
              "kernel": _file("kernel", folder / kit.kernel.name, kit.kernel_version,
                              made.get("kernel")),
              "initrd": _file("initrd", folder / kit.initrd.name, kit.folder.name,
@@ -489,11 +490,11 @@ def _key_file(gns3a: Path) -> Path:
     return gns3a.with_name(f".{gns3a.name}.inputs")
 
 
-def bundle_inputs(name: str, record: dict[str, Any], **more: Any) -> str:
+def bundle_inputs(name: str, record: cache.BuildRecord, **more: Any) -> str:
     """A digest of everything an appliance is made from: the build, the metadata files, the
     templates, minivm's version, and ``more`` (the kit, say)."""
     metadata_text = [f.read_text(errors="replace") for f in metadata_files(name, record)]
-    return cache.key(name=name, build=record.get("key"), metadata=metadata_text,
+    return cache.key(name=name, build=record.key, metadata=metadata_text,
                      templates=sha256_tree(appliances_dir()), **more)
 
 

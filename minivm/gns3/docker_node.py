@@ -122,13 +122,13 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     with ``archive``, the image's ``docker save`` output beside it). None, with a note, when
     no engine holds the image (a build from an archive on a host without one)."""
     folder, record, _ = qemu_appliance.build_record(name, folder)
-    image_id = str(record["image_id"])
+    image_id = record.image_id
     client = client or _engine_or_none()
     if client is None or not _has_image(client, image_id):
         why = "no Docker engine answers" if client is None else \
             f"the Docker engine has no image {image_id.split(':')[-1][:12]}"
         reporter.info(f"no GNS3 Docker appliance for {name}: {why} (built from "
-                      f"{record.get('source')}); load the image (`docker load -i ARCHIVE`), "
+                      f"{record.source}); load the image (`docker load -i ARCHIVE`), "
                       f"then run `minivm appliance {name}`")
         return None
     ref = reference(name, image_id)

@@ -42,7 +42,7 @@ class BuildResult:
     config: ImageConfig
     backend: str
     cached: bool
-    record: dict[str, Any]
+    record: cache.BuildRecord
 
 
 def build(
@@ -88,14 +88,12 @@ def build(
         if stale != qcow2:
             remove(stale)
     reporter.seconds["total"] = round(time.monotonic() - started, 3)
-    record = {
-        "key": key, "context_key": context_key, "name": source.name, "source": source.text,
-        "source_id": source.identity,
-        "image_id": image_id, "config": config.to_json(), "backend": result.backend,
-        "fs_size": result.fs_size, "content_bytes": result.content_bytes,
-        "entries": result.entries, "outputs": {"root": file_record(qcow2)},
-        "seconds": dict(reporter.seconds),
-    }
+    record = cache.BuildRecord(
+        key=key, context_key=context_key, name=source.name, source=source.text,
+        source_id=source.identity, image_id=image_id, config=config.to_json(),
+        backend=result.backend, fs_size=result.fs_size, content_bytes=result.content_bytes,
+        entries=result.entries, outputs={"root": file_record(qcow2)},
+        seconds=dict(reporter.seconds))
     cache.save(folder, record)
     reporter.info(f"[green]✓[/] {qcow2} ({qcow2.stat().st_size / 1e6:.1f} MB, "
                   f"backend {result.backend}, {reporter.seconds['total']:.1f} s)")
@@ -106,28 +104,28 @@ def _check_owner(folder: Path, source: Source) -> None:
     """Refuse to build into a folder that holds the build of another source: the new build
     would replace (delete) the other's disk. ``./a/app`` and ``./b/app`` both want ``app``."""
     record = cache.load(folder)
-    if record and record.get("source_id") not in (None, source.identity):
+    if record and record.source_id not in (None, source.identity):
         raise MinivmError(
-            f"{folder} holds the build of {record.get('source')} ({record['source_id']}), "
+            f"{folder} holds the build of {record.source} ({record.source_id}), "
             f"not of {source.text}",
             hint=f"give this build another name: minivm build {source.text} --name NAME")
 
 
-def _cached(record: dict[str, Any], folder: Path, reporter: Reporter,
+def _cached(record: cache.BuildRecord, folder: Path, reporter: Reporter,
             started: float) -> BuildResult:
-    qcow2 = Path(record["outputs"]["root"]["path"])
+    qcow2 = record.root
     reporter.seconds = {"total": round(time.monotonic() - started, 3)}
-    reporter.info(f"[green]✓[/] up to date (image {short_id(record['image_id'])} and injected "
+    reporter.info(f"[green]✓[/] up to date (image {short_id(record.image_id)} and injected "
                   f"files unchanged): {qcow2}")
-    config = ImageConfig(**{k: v for k, v in record["config"].items()})
-    return BuildResult(record["name"], folder, qcow2, record["image_id"], config,
-                       record["backend"], True, record)
+    config = ImageConfig(**record.config)
+    return BuildResult(record.name, folder, qcow2, record.image_id, config, record.backend,
+                       True, record)
 
 
-def _fresh_by_context(folder: Path, context_key: str) -> dict[str, Any] | None:
+def _fresh_by_context(folder: Path, context_key: str) -> cache.BuildRecord | None:
     record = cache.load(folder)
-    if record and record.get("context_key") == context_key:
-        return cache.fresh(folder, record["key"])
+    if record and record.context_key == context_key:
+        return cache.fresh(folder, record.key)
     return None
 
 
