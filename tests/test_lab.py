@@ -29,6 +29,7 @@ from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import console
+from minivm.vm.console import CURSOR_REPORT
 from tests.imagefactory import alpine_lookalike
 
 REPO = Path(__file__).resolve().parent.parent
@@ -289,7 +290,7 @@ def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
             if select.select([master], [], [], min(left, 0.5))[0]:
                 data = os.read(master, 65536)
                 if b"\x1b[6n" in data:
-                    os.write(master, b"\x1b[1;1R")  # answer as a terminal would
+                    os.write(master, CURSOR_REPORT)  # answer as a terminal would
                 buf += data
 
     try:

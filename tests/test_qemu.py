@@ -49,7 +49,7 @@ def make_appliance(folder: Path, *, name: str = "t", adapters: int = 2, options:
 
 
 def test_command_line_matches_what_gns3_ran(tmp_path: Path) -> None:
-    """The line gns3-server 3.0.6 logged (shared/docs/gns3.md), one linked adapter."""
+    """The line a gns3-server 3.0.6 logged for a node with one linked adapter."""
     app = reader.load(make_appliance(tmp_path / "a", adapters=1))
     hda = tmp_path / "n" / "hda_disk.qcow2"
     m = qemu.machine_from_appliance(

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from minivm.vm.console import CURSOR_REPORT, DSR
 from minivm.vm.qemu import QEMU, Drive, disk_args
 
 # Disks are attached by minivm's own builder, as GNS3 attaches them: a test boots what a
@@ -54,10 +55,6 @@ def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "consol
     return argv + disk_args(disks or []) + list(extra or [])
 
 
-# A terminal's answer to the cursor-position query (ESC [ 6 n) that line editors send: a
-# console that never answers makes busybox ash wait and drop what is typed meanwhile.
-DSR = b"\x1b[6n"
-CURSOR_AT_1_1 = "\x1b[1;1R"
 
 
 class VM:
@@ -83,8 +80,9 @@ class VM:
         fd = self.proc.stdout.fileno()
         while True:
             chunk = os.read(fd, 65536)
-            if DSR in chunk:  # busybox ash asks where the cursor is before its prompt
-                self.send(CURSOR_AT_1_1)
+            if DSR in chunk:  # busybox ash asks where the cursor is before its prompt: a
+                self.send(CURSOR_REPORT.decode())  # console that never answers loses input
+
             with self._cond:
                 self._text += decoder.decode(chunk, final=not chunk).replace("\r", "")
                 self._eof = not chunk

@@ -68,23 +68,21 @@ def user_errors(func: F) -> F:
             enable_debug()
         try:
             return func(*args, **kwargs)
-        except (MinivmError, OSError, KeyboardInterrupt):
+        except (MinivmError, OSError, KeyboardInterrupt) as e:
             if debugging():
                 traceback.print_exc()
-            raise
+            raise fail(*_one_line(e)) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    @wraps(func)
-    def one_line(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return wrapper(*args, **kwargs)
-        except MinivmError as e:
-            raise fail(str(e), e.exit_code) from None
-        except OSError as e:  # a file we could not read or write: say which, and why
-            where = f": {e.filename}" if e.filename else ""
-            raise fail(f"{e.strerror or e}{where}") from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; nothing was left half-written", 130) from None
+    return wrapper  # type: ignore[return-value]
 
-    return one_line  # type: ignore[return-value]
+
+def _one_line(e: BaseException) -> tuple[str, int]:
+    """The message and exit code an error is shown with."""
+    if isinstance(e, MinivmError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):  # a file we could not read or write: say which, and why
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}", 1
+    return "interrupted; nothing was left half-written", 130

@@ -294,6 +294,16 @@ def metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
     return merged
 
 
+def required_metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
+    """:func:`metadata`, with the keys GNS3's import needs checked (either appliance kind)."""
+    meta = metadata(name, record)
+    for key in ("vendor_url", "maintainer", "maintainer_email"):
+        if not meta.get(key):
+            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
+                              hint=f"set it in {appliances_dir() / DEFAULTS_FILE}")
+    return meta
+
+
 # --- inputs: build outputs and the kernel kit -------------------------------------------------
 
 def build_record(name: str, folder: Path | None = None
@@ -443,11 +453,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     if unchanged := unchanged_bundle(folder / f"{name}.gns3a", inputs):
         reporter.info(f"[green]✓[/] appliance {unchanged.path} is up to date")
         return unchanged
-    meta = metadata(name, record)
-    for key in ("vendor_url", "maintainer", "maintainer_email"):
-        if not meta.get(key):
-            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
-                              hint=f"set it in {appliances_dir() / DEFAULTS_FILE}")
+    meta = required_metadata(name, record)
     kit_files = {"kernel": kit.kernel, "initrd": kit.initrd, "modules": kit.modules}
     for role, path in kit_files.items():
         if path is not None and not path.is_file():

@@ -23,6 +23,7 @@ from minivm.fsutil import atomic_path, atomic_write_bytes, remove
 from minivm.gns3 import appliance as qemu_appliance
 from minivm.gns3.appliance import Bundle
 from minivm.image import engine
+from minivm.image.config import short_id
 from minivm.paths import appliances_dir
 from minivm.ui import Reporter
 
@@ -55,7 +56,7 @@ def appliance_id(name: str) -> str:
 def reference(name: str, image_id: str) -> str:
     """``minivm/<name>:<short id>``: stable for one image, new for another."""
     repo = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
-    return f"{REPOSITORY}/{repo}:{image_id.split(':')[-1][:12]}"
+    return f"{REPOSITORY}/{repo}:{short_id(image_id)}"
 
 
 def archive_name(ref: str) -> str:
@@ -126,7 +127,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     client = client or _engine_or_none()
     if client is None or not _has_image(client, image_id):
         why = "no Docker engine answers" if client is None else \
-            f"the Docker engine has no image {image_id.split(':')[-1][:12]}"
+            f"the Docker engine has no image {short_id(image_id)}"
         reporter.info(f"no GNS3 Docker appliance for {name}: {why} (built from "
                       f"{record.source}); load the image (`docker load -i ARCHIVE`), "
                       f"then run `minivm appliance {name}`")
@@ -143,11 +144,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     if unchanged := qemu_appliance.unchanged_bundle(path, inputs):
         reporter.info(f"[green]✓[/] Docker appliance {path} is up to date")
         return unchanged
-    meta = qemu_appliance.metadata(name, record)
-    for key in ("vendor_url", "maintainer", "maintainer_email"):
-        if not meta.get(key):
-            raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
-                              hint=f"set it in {appliances_dir() / qemu_appliance.DEFAULTS_FILE}")
+    meta = qemu_appliance.required_metadata(name, record)
     files = []
     if archive:
         how = save_archive(client, ref, target, reporter=reporter)

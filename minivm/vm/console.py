@@ -25,6 +25,7 @@ from minivm.errors import MinivmError
 ESCAPE = b"\x1d"  # Ctrl-]
 IAC = 0xFF
 DSR = b"\x1b[6n"  # device status report: the cursor position query
+CURSOR_REPORT = b"\x1b[1;1R"  # a terminal's answer to it: the cursor at row 1, column 1
 
 
 def connect(address: str, *, timeout: float = 10.0) -> socket.socket:
@@ -166,7 +167,7 @@ class Session:
         if self._filter:
             data = self._filter.feed(data)
         if DSR in data:  # answer "where is the cursor?" as a terminal would (busybox ash asks)
-            self.sock.sendall(b"\x1b[1;1R")
+            self.sock.sendall(CURSOR_REPORT)
         self.text += self._decoder.decode(data).replace("\r", "")
 
     def expect(self, pattern: str, timeout: float) -> re.Match[str]:

@@ -3,7 +3,7 @@
 Everything that starts a MiniVM (``minivm run``, ``minivm lab``, the appliance boot test, the
 benchmarks) describes the VM as a :class:`Machine` and turns it into argv with
 :func:`command_line`; nothing else assembles QEMU arguments. The order and the spelling follow
-gns3-server 3.0 (``gns3server/compute/qemu/qemu_vm.py``, see shared/docs/gns3.md):
+gns3-server 3.0 (``gns3server/compute/qemu/qemu_vm.py``):
 
     -name N -m RAMM -smp cpus=C,maxcpus=C,sockets=1 [accel] -boot order=c
     disks (linked-clone overlays, per interface as GNS3) -initrd -kernel -append
