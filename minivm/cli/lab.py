@@ -195,10 +195,18 @@ def cp(lab_file: LabFile,
                                              show_default=False)],
        destination: Annotated[str, typer.Argument(help="A local path or NODE:PATH.",
                                                   show_default=False)],
+       archive: Annotated[bool, typer.Option(
+           "--archive", "-a", help="Copying out: keep the guest's owners (needs root).")
+       ] = False,
        timeout: Timeout = 10.0, quiet: Quiet = False) -> None:
     """Copy a file or folder between the host and a running node, as `docker cp`: bytes and
     modes kept, folders as a tar stream; an existing folder as destination receives the source
-    under its own name. Nothing is left half-written on the host."""
+    under its own name (SRC/. its contents), merged with what is there. Copying out, what the
+    guest sends is checked: nothing outside the destination is touched, device nodes and
+    FIFOs are skipped, setuid bits dropped, files owned by you (-a: the guest's owners).
+    Nothing is left half-written on the host."""
+    from rich.markup import escape
+
     from minivm import lab as lab_mod
     from minivm.vm import transfer
 
@@ -215,7 +223,8 @@ def cp(lab_file: LabFile,
                           "local path", hint=f"nodes: {', '.join(sorted(names))}")
     if src:
         with _channel(lab_file, src[0], timeout) as ch:
-            written = transfer.copy_out(ch, src[1], Path(destination))
+            written = transfer.copy_out(ch, src[1], destination, archive=archive,
+                                        warn=lambda line: rep.warn(escape(line)))
         rep.info(f"{source} -> {written}")
     else:
         assert dst is not None

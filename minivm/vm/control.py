@@ -24,6 +24,7 @@ import os
 import secrets
 import select
 import socket
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -32,12 +33,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minivm.errors import MinivmError
+from minivm.textsafe import shown_bytes
 
 VERSION = 1
 MAGIC = b"mv"
 HEADER = struct.Struct(">2sBBI")
 MAX_PAYLOAD = 65536
 CHUNK = 32768
+OUTGOING_LIMIT = 1 << 20  # stdin queued for the socket before we stop reading more
 
 HELLO, EXEC, STDIN, SIGNAL, STAT, PUT, DATA, GET = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08
 R_HELLO, R_STDOUT, R_STDERR, R_EXIT, R_ERROR, R_STAT, R_DONE = (0x81, 0x82, 0x83, 0x84, 0x85,
@@ -65,7 +68,8 @@ class Decoder:
             while end - pos >= HEADER.size:
                 magic, kind, zero, length = HEADER.unpack_from(self._buf, pos)
                 if magic != MAGIC or zero or length > MAX_PAYLOAD:
-                    pos += 1
+                    found = self._buf.find(MAGIC, pos + 1)
+                    pos = found if found >= 0 else end - 1
                     continue
                 if end - pos < HEADER.size + length:
                     return
@@ -92,6 +96,11 @@ def exec_payload(argv: list[str], *, env: dict[str, str] | None = None, user: st
     return b"".join(item + b"\0" for item in items)
 
 
+FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFREG: "a file", stat.S_IFLNK: "a symlink",
+              stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+
+
 @dataclass(frozen=True)
 class Stat:
     mode: int
@@ -99,7 +108,15 @@ class Stat:
 
     @property
     def is_dir(self) -> bool:
-        return (self.mode & 0o170000) == 0o040000
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def kind(self) -> str:
+        return FILE_KINDS.get(stat.S_IFMT(self.mode), "of an unknown kind")
 
 
 class GuestError(MinivmError):
@@ -146,8 +163,8 @@ class Channel:
                 finally:
                     self.sock.settimeout(None)
             wait = deadline - time.monotonic()
-            frame = self.receive(min(wait, 1.0) if tries else wait, quiet=True)
-            if frame is None and (not tries or time.monotonic() >= deadline):
+            frame = self.receive(max(0.0, min(wait, 1.0) if tries else wait), quiet=True)
+            if (frame is None and not tries) or time.monotonic() >= deadline:
                 self.close()
                 raise MinivmError(f"{self.what}: no answer on the control channel within "
                                   f"{timeout:.0f} s",
@@ -155,8 +172,7 @@ class Channel:
                                        "appliance with this minivm), it is still booting, or "
                                        "another minivm command holds the channel (try again)")
             # frames before our hello's answer are an earlier session's: skipped
-        payload = frame[1]
-        version = struct.unpack(">H", payload[:2])[0]
+        version = struct.unpack(">H", frame[1][:2])[0]  # 10 bytes at least: the nonce matched
         if version != VERSION:
             self.close()
             side = "older" if version < VERSION else "newer"
@@ -202,11 +218,26 @@ class Channel:
         assert frame is not None
         kind, payload = frame
         if kind == R_ERROR:
-            raise GuestError(struct.unpack(">I", payload[:4])[0],
-                             f"{self.what}: {payload[4:].decode(errors='replace')}")
+            raise self._guest_error(payload)
         if kind not in kinds:
-            raise MinivmError(f"{self.what}: unexpected answer {kind:#x} on the control channel")
+            raise self.malformed(f"an unexpected frame {kind:#04x}")
         return payload
+
+    def malformed(self, detail: str) -> MinivmError:
+        """The error for an answer the protocol does not allow (a broken or hostile guest)."""
+        return MinivmError(f"{self.what}: a malformed answer on the control channel "
+                           f"({detail})", hint="its init is broken or hostile: restart the node")
+
+    def _guest_error(self, payload: bytes) -> GuestError:
+        if len(payload) < 4:
+            raise self.malformed(f"an error frame of {len(payload)} bytes")
+        return GuestError(struct.unpack(">I", payload[:4])[0],
+                          f"{self.what}: {shown_bytes(payload[4:])}")
+
+    def _u32(self, payload: bytes, what: str) -> int:
+        if len(payload) != 4:
+            raise self.malformed(f"{what} of {len(payload)} bytes")
+        return int(struct.unpack(">I", payload)[0])
 
     # --- requests -------------------------------------------------------------------------
 
@@ -215,21 +246,32 @@ class Channel:
              stdin: BinaryIO | None = None,
              stdout: Callable[[bytes], object] = lambda b: None,
              stderr: Callable[[bytes], object] = lambda b: None) -> int:
-        """Run ``argv`` in the guest; stream its output; return its exit code."""
+        """Run ``argv`` in the guest; stream its output; return its exit code.
+
+        Full duplex: stdin goes out only as fast as the socket takes it, and the guest's
+        output is read all the while, so a command that writes before it reads never blocks
+        both sides."""
         self.send(EXEC, exec_payload(argv, env=env, user=user, workdir=workdir,
                                      stdin=stdin is not None))
         stdin_fd = stdin.fileno() if stdin is not None else None
+        outgoing = bytearray()
         try:
             while True:
-                waiting = [self.sock] + ([stdin_fd] if stdin_fd is not None else [])
                 if not self._pending:
-                    ready, _, _ = select.select(waiting, [], [])
+                    reading = [self.sock.fileno()]
+                    if stdin_fd is not None and len(outgoing) < OUTGOING_LIMIT:
+                        reading.append(stdin_fd)
+                    ready, writable, _ = select.select(reading, [self.sock] if outgoing else [],
+                                                       [])
+                    if writable:
+                        self._send_some(outgoing)
                     if stdin_fd is not None and stdin_fd in ready:
                         data = os.read(stdin_fd, CHUNK)
-                        self.send(STDIN, data)  # empty: EOF
+                        outgoing += encode(STDIN, data)  # empty: EOF
                         if not data:
                             stdin_fd = None
-                    if self.sock not in ready:
+                        self._send_some(outgoing)
+                    if self.sock.fileno() not in ready:
                         continue
                 frame = self.receive()
                 assert frame is not None
@@ -239,16 +281,35 @@ class Channel:
                 elif kind == R_STDERR:
                     stderr(payload)
                 elif kind == R_EXIT:
-                    return struct.unpack(">I", payload)[0]
+                    return self._u32(payload, "an exit frame")
                 elif kind == R_ERROR:
-                    raise GuestError(struct.unpack(">I", payload[:4])[0],
-                                     f"{self.what}: {payload[4:].decode(errors='replace')}")
+                    raise self._guest_error(payload)
+                else:
+                    raise self.malformed(f"an unexpected frame {kind:#04x} during a command")
         except KeyboardInterrupt:
-            self.send(SIGNAL, bytes([2]))  # SIGINT to the command, as a terminal would
+            outgoing += encode(SIGNAL, bytes([2]))  # SIGINT to the command, as a terminal would
+            deadline = time.monotonic() + 2.0
+            while outgoing and time.monotonic() < deadline:
+                if select.select([], [self.sock], [], 0.2)[1]:
+                    self._send_some(outgoing)
             raise
 
+    def _send_some(self, outgoing: bytearray) -> None:
+        """Send what the socket takes now, never waiting."""
+        try:
+            sent = self.sock.send(outgoing, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise MinivmError(f"{self.what}: the control channel closed (the VM stopped?)",
+                              hint=e.strerror) from e
+        del outgoing[:sent]
+
     def _stat(self) -> Stat:
-        mode, high, low = struct.unpack(">III", self.expect(R_STAT))
+        payload = self.expect(R_STAT)
+        if len(payload) != 12:
+            raise self.malformed(f"a stat frame of {len(payload)} bytes")
+        mode, high, low = struct.unpack(">III", payload)
         return Stat(mode, high << 32 | low)
 
     def stat_path(self, path: str) -> Stat | None:
@@ -271,7 +332,7 @@ class Channel:
         while chunk := source.read(CHUNK):
             self.send(DATA, chunk)
         self.send(DATA)
-        return self.expect(R_DONE).decode(errors="replace")
+        return shown_bytes(self.expect(R_DONE))
 
     def get(self, path: str, sink: Callable[[bytes], object]) -> Stat:
         """Stream the guest's regular file ``path`` into ``sink``; returns its mode and size."""
