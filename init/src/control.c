@@ -3,6 +3,7 @@
  * at a time; everything is non-blocking and served from the init's main loop. The protocol is
  * described in ../README.md ("The control channel"). */
 #include "minivm.h"
+#include "frames.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,8 +23,6 @@
 
 #define PORT_NAME "org.minivm.control"
 #define VERSION 1
-#define HDR 8                     /* 'm' 'v' type 0 length(u32 big-endian) */
-#define MAX_PAYLOAD 65536
 #define CHUNK 32768               /* data per frame we send */
 #define OUT_LIMIT (256 * 1024)    /* queued output before we stop reading sources */
 #define IN_LIMIT (256 * 1024)     /* queued stdin before we stop reading the port */
@@ -36,11 +35,6 @@ enum {
 	T_PUT = 0x06, T_DATA = 0x07, T_GET = 0x08,
 	R_HELLO = 0x81, R_STDOUT = 0x82, R_STDERR = 0x83, R_EXIT = 0x84, R_ERROR = 0x85,
 	R_STAT = 0x86, R_DONE = 0x87,
-};
-
-struct buf {
-	char *d;
-	size_t off, len, cap; /* live bytes are d[off .. off+len) */
 };
 
 static int port = -1;
@@ -63,45 +57,6 @@ static long now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
-/* Make room for NEED more bytes after the live ones. */
-static void buf_room(struct buf *b, size_t need)
-{
-	if (b->off + b->len + need <= b->cap)
-		return;
-	if (b->off)
-		memmove(b->d, b->d + b->off, b->len);
-	b->off = 0;
-	if (b->len + need > b->cap) {
-		b->cap = (b->len + need) * 2;
-		b->d = realloc(b->d, b->cap);
-	}
-}
-
-static void buf_drop(struct buf *b, size_t n)
-{
-	b->off += n;
-	b->len -= n;
-	if (!b->len)
-		b->off = 0;
-}
-
-static void buf_add(struct buf *b, const void *data, size_t len)
-{
-	buf_room(b, len);
-	memcpy(b->d + b->off + b->len, data, len);
-	b->len += len;
-}
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-	p[0] = v >> 24, p[1] = v >> 16, p[2] = v >> 8, p[3] = v;
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static void emit(int type, const void *data, size_t len)
@@ -270,7 +225,7 @@ static void do_exec(char *p, size_t len)
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	base_env(&env, host, false);
-	for (char *item = p; item < p + len; item += strlen(item) + 1) {
+	for (char *item = NULL; (item = frame_item(p, len, item));) {
 		char *v = item + 1;
 		switch (item[0]) {
 		case 'a': strv_push(&argv, v); break;
@@ -341,14 +296,14 @@ static void do_stat(const char *path)
 /* put: MODE(u32) PATH\0 NAME\0. PATH an existing folder: the file is PATH/NAME. Written to a
  * temporary name beside it, renamed when whole and synced. Answers R_DONE(path) or R_ERROR now,
  * and again at the end (the empty T_DATA). */
-static void do_put(const char *p, size_t len)
+static void do_put(char *p, size_t len)
 {
-	if (len < 6) {
+	mode_t mode;
+	const char *path, *name;
+	if (!put_request(p, len, &mode, &path, &name)) {
 		emit_error(EINVAL, "bad put request");
 		return;
 	}
-	mode_t mode = get_u32((const unsigned char *)p) & 07777;
-	const char *path = p + 4, *name = path + strlen(path) + 1;
 	struct stat st;
 	size_t plen = strlen(path);
 	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -404,14 +359,25 @@ static void put_data(const char *p, size_t len)
 	}
 }
 
+/* get: only a regular file, opened without blocking (a FIFO or a device is refused before
+ * any open, and the open itself cannot wait for a writer); reads never block either. */
 static void do_get(const char *path)
 {
 	struct stat st;
-	get_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (get_fd < 0 || fstat(get_fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		int err = get_fd < 0 ? errno : EISDIR;
+	if (stat(path, &st) < 0) {
+		emit_error(errno, "cannot read %s: %s", path, strerror(errno));
+		return;
+	}
+	if (S_ISREG(st.st_mode))
+		get_fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int err = S_ISDIR(st.st_mode) ? EISDIR : !S_ISREG(st.st_mode) ? EINVAL :
+		  get_fd < 0 ? errno : 0;
+	if (!err && (fstat(get_fd, &st) < 0 || !S_ISREG(st.st_mode)))
+		err = EINVAL; /* replaced between the two looks */
+	if (err) {
 		close_fd(&get_fd);
-		emit_error(err, "cannot read %s: %s", path, strerror(err));
+		emit_error(err, "cannot read %s: %s", path,
+			   err == EINVAL ? "not a regular file" : strerror(err));
 		return;
 	}
 	emit_stat(&st);
@@ -458,27 +424,6 @@ static void frame(int type, char *p, size_t len)
 			do_get(p);
 		else
 			emit_error(ENOSYS, "unknown request %d", type);
-	}
-}
-
-/* Split what the port gave into frames; bytes that do not start a frame are skipped. */
-static void parse(void)
-{
-	while (in.len >= HDR) {
-		unsigned char *h = (unsigned char *)in.d + in.off;
-		if (h[0] != 'm' || h[1] != 'v' || h[3] != 0 || get_u32(h + 4) > MAX_PAYLOAD) {
-			buf_drop(&in, 1);
-			continue;
-		}
-		size_t len = get_u32(h + 4);
-		if (in.len < HDR + len)
-			return;
-		char *payload = in.d + in.off + HDR;
-		char last = payload[len]; /* within the buffer: reads leave one byte free */
-		payload[len] = 0;         /* strings in a payload end */
-		frame(h[2], payload, len);
-		payload[len] = last;
-		buf_drop(&in, HDR + len);
 	}
 }
 
@@ -627,7 +572,7 @@ void control_handle(struct pollfd *pfd, int n)
 				if (got <= 0)
 					break;
 				in.len += got;
-				parse();
+				frames_parse(&in, frame);
 			}
 		} else if (pfd[k].fd == pout) {
 			read_source(&pout, R_STDOUT, false);

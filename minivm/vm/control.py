@@ -181,6 +181,13 @@ class Channel:
                               hint="rebuild the appliance with this minivm" if side == "older"
                               else "upgrade minivm")
 
+    @classmethod
+    def on_socket(cls, sock: socket.socket, *, what: str) -> Channel:
+        """A session on a socket that is already connected and past its hello."""
+        ch = cls.__new__(cls)
+        ch.what, ch.sock, ch._decoder, ch._pending = what, sock, Decoder(), []
+        return ch
+
     def close(self) -> None:
         self.sock.close()
 
