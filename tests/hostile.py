@@ -8,7 +8,6 @@ tests) and a real MiniVM whose toolbox `tar` was replaced (the hostile-guest sui
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import tarfile
@@ -16,24 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.imagefactory import Member, layer_tar, member
+
 
 def entry(name: str, kind: bytes = tarfile.REGTYPE, *, data: bytes = b"", mode: int = 0o644,
-          link: str = "", devmajor: int = 0, devminor: int = 0) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname, info.size = kind, mode, link, len(data)
-    info.devmajor, info.devminor = devmajor, devminor
-    info.uid = info.gid = 4242
-    info.mtime = 1_700_000_000
+          link: str = "", devmajor: int = 0, devminor: int = 0) -> Member:
+    info, data = member(name, data, kind=kind, mode=mode, linkname=link, uid=4242,
+                        mtime=1_700_000_000)
+    info.gid, info.devmajor, info.devminor = 4242, devmajor, devminor
     return info, data
 
 
-def stream(*entries: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.GNU_FORMAT) -> bytes:
-    """A tar stream holding ``entries`` in this order (nothing checked: any name goes)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as t:
-        for info, data in entries:
-            t.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return out.getvalue()
+def stream(*entries: Member, fmt: int = tarfile.GNU_FORMAT) -> bytes:
+    """A tar stream holding ``entries`` in this order, as the guest's tar writes (GNU)."""
+    return layer_tar(entries, fmt)
 
 
 def make_canary(folder: Path) -> Path:

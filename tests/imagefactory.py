@@ -95,9 +95,10 @@ def member(name: str, data: bytes = b"", *, kind: bytes = tarfile.REGTYPE, mode:
     return info, data
 
 
-def layer_tar(members: Sequence[Member]) -> bytes:
+def layer_tar(members: Sequence[Member], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar of ``members`` in this order (nothing checked: any name goes)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return buf.getvalue()

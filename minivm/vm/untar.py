@@ -288,10 +288,9 @@ class Unpacker:
                 self._refuse(name, f"it goes through the symlink {shown('/'.join(above))}")
             if kind == "f":
                 self._refuse(name, f"it goes through the file {shown('/'.join(above))}")
-            if kind is None:
-                os.mkdir(self._path(above), 0o700)
+            if kind is None:  # a folder the stream did not list: plain, never re-moded
+                os.mkdir(self._path(above), 0o755)
                 self._kinds[above] = "d"
-                self._folders.setdefault(above, _Folder(0o755, None, None))
 
     def _clear(self, rel: Rel, name: str) -> None:
         """A name is given once (an honest tar of a tree never repeats one)."""
