@@ -288,7 +288,10 @@ class Channel:
                 elif kind == R_STDERR:
                     stderr(payload)
                 elif kind == R_EXIT:
-                    return self._u32(payload, "an exit frame")
+                    code = self._u32(payload, "an exit frame")
+                    if code > 255:
+                        raise self.malformed(f"the exit code {code}")
+                    return code
                 elif kind == R_ERROR:
                     raise self._guest_error(payload)
                 else:
