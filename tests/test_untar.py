@@ -188,3 +188,48 @@ def test_random_streams_only_end_in_minivm_errors(tmp_path_factory: pytest.TempP
         pass
     for path in dest.rglob("*"):  # whatever it made stays inside and is plain
         assert path.resolve().is_relative_to(dest.resolve()) or path.is_symlink()
+
+
+def header(name: bytes, kind: bytes, numbers: list[bytes], link: bytes) -> bytes:
+    """A header block with these raw fields and a right checksum."""
+    block = bytearray(512)
+    block[0:100] = name[:100].ljust(100, b"\0")
+    for offset, width, value in zip((100, 108, 116, 124, 136), (8, 8, 8, 12, 12), numbers,
+                                    strict=True):
+        block[offset:offset + width] = value[:width].ljust(width, b"\0")
+    block[156:157] = kind
+    block[157:257] = link[:100].ljust(100, b"\0")
+    block[257:263] = b"ustar\0"
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+number = st.one_of(st.integers(0, 8**7).map(lambda n: b"%o" % n),
+                   st.binary(min_size=1, max_size=12).map(lambda b: bytes([0x80]) + b),
+                   st.binary(max_size=12))
+name = st.one_of(st.sampled_from([b"a", b"a/b", b"/etc/x", b"../x", b"a/../../x", b".", b"",
+                                  b"a/\x1b[2J"]), st.binary(max_size=110))
+headers = st.builds(header, name, st.sampled_from(list(b"0123456LKxgS\0") + [b"7"]).map(
+    lambda k: k if isinstance(k, bytes) else bytes([k])), st.lists(number, min_size=5,
+                                                                   max_size=5), name)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(headers, st.binary(max_size=1100)), max_size=6),
+       st.booleans())
+def test_random_headers_only_end_in_minivm_errors(tmp_path_factory: pytest.TempPathFactory,
+                                                  entries: list[tuple[bytes, bytes]],
+                                                  end: bool) -> None:
+    dest = tmp_path_factory.mktemp("fuzz")
+    u = untar.Unpacker(root=dest, what="r1", limit=1 << 20, warn=lambda line: None)
+    try:
+        for block, data in entries:
+            u.feed(block + data)
+        u.feed(bytes(1024) if end else b"")
+        u.close()
+    except MinivmError:
+        pass
+    for path in dest.rglob("*"):
+        assert path.resolve().is_relative_to(dest.resolve()) or path.is_symlink()
+        assert path.is_symlink() or not path.lstat().st_mode & 0o7000

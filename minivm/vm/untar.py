@@ -39,6 +39,8 @@ END_MARKER = BLOCK * 2
 # with their own headers), and its data rounded up to whole blocks.
 ENTRY_OVERHEAD = BLOCK + 2 * (BLOCK + 4096 + BLOCK)
 RECORD = 10240  # tar may pad the stream to a whole record
+MAX_ID = 0xFFFFFFFE
+MAX_TIME = 1 << 36  # beyond the year 4000
 
 REGULAR = (b"0", b"\0", b"7")
 HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, FOLDER, FIFO = b"1", b"2", b"3", b"4", b"5", b"6"
@@ -105,6 +107,14 @@ class Unpacker:
     # --- the stream -----------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except OSError as e:
+            self._abort()
+            raise MinivmError(f"{self.what}: unpacking failed: {e.strerror}; nothing was "
+                              "copied") from e
+
+    def _feed(self, data: bytes) -> None:
         self.received += len(data)
         if self.received > self.limit:
             self._abort()
@@ -136,11 +146,15 @@ class Unpacker:
             self._abort()
             raise MinivmError(f"{self.what}: the tar stream ended early (truncated); nothing "
                               "was copied")
-        for rel, target in self._links.items():
-            path = self._path(rel)
-            os.symlink(target, path)
-            if self.keep_owners and (owner := self._link_owners.get(rel)):
-                os.lchown(path, *owner)
+        try:
+            for rel, target in self._links.items():
+                path = self._path(rel)
+                os.symlink(target, path)
+                if self.keep_owners and (owner := self._link_owners.get(rel)):
+                    os.lchown(path, *owner)
+        except OSError as e:
+            raise MinivmError(f"{self.what}: unpacking failed: {e.strerror}; nothing was "
+                              "copied") from e
 
     def finish_folders(self, base: Path, *, with_root: bool) -> None:
         """Give the folders under ``base`` (where the tree now is) their modes, owners and
@@ -342,6 +356,9 @@ class Unpacker:
                     raise MinivmError(f"{self.what}: the tar stream is malformed (pax {key} "
                                       f"{shown(pax[key])}); nothing was copied")
                 setattr(h, key, int(value))
+        if h.uid > MAX_ID or h.gid > MAX_ID or h.mtime > MAX_TIME:
+            raise MinivmError(f"{self.what}: the tar stream is malformed (an owner or a time "
+                              "out of range); nothing was copied")
         return h
 
 
