@@ -99,6 +99,9 @@ def copy_out(ch: Channel, guest_path: str, local: str | Path, *, archive: bool =
         target = dest / name if dest.is_dir() else dest
     if not target.parent.is_dir():
         raise MinivmError(f"{target.parent} is not a folder")
+    if target != dest and target.is_symlink() and st.is_dir:  # a link is never followed
+        raise MinivmError(f"cannot overwrite the symlink {target} with the folder "
+                          f"{ch.what}:{shown(guest_path)}; nothing was copied")
     if st.is_file and not archive:
         _get_file(ch, guest_path, st, target)
     else:
