@@ -160,7 +160,8 @@ def _unpack_tree(ch: Channel, guest_path: str, st: Stat, target: Path, *, archiv
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".minivm-cp", dir=home))
     try:
         unpacker = untar.Unpacker(root=staging, what=ch.what, limit=limit, warn=warn,
-                                  keep_owners=archive)
+                                  keep_owners=archive, source=guest_path if st.is_dir else
+                                  posixpath.dirname(guest_path))
         _guest_run(ch, pack, f"packing {shown(guest_path)}", stdout=unpacker.feed)
         unpacker.close()
         tree = staging

@@ -24,6 +24,7 @@ permission could not be moved into another one).
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class Unpacker:
     limit: int
     warn: Callable[[str], None]
     keep_owners: bool = False
+    source: str = ""  # the guest's path, before entry names in warnings
     received: int = 0
     root_mode: int | None = None  # the stream's "." entry
     _buf: bytearray = field(default_factory=bytearray)
@@ -227,8 +229,8 @@ class Unpacker:
         """Act on an entry's header; a regular file's data follows into ``self._fd``."""
         rel = self._relative(h.name)
         if h.kind in SPECIAL:
-            self.warn(f"{self.what}: skipped {shown(h.name)}: {SPECIAL[h.kind]} (device nodes "
-                      "and FIFOs are not copied)")
+            self.warn(f"{self.what}: skipped {self._shown(rel)}: {SPECIAL[h.kind]} (device "
+                      "nodes and FIFOs are not copied)")
             return
         if h.kind == FOLDER:
             if rel:
@@ -245,8 +247,8 @@ class Unpacker:
         if not rel:
             self._refuse(h.name, "not a folder, yet named as the destination itself")
         if h.kind not in (*REGULAR, HARDLINK, SYMLINK):
-            self.warn(f"{self.what}: skipped {shown(h.name)}: an unsupported tar entry type "
-                      f"{h.kind!r}")
+            self.warn(f"{self.what}: skipped {self._shown(rel)}: an unsupported tar entry "
+                      f"type {h.kind!r}")
             return
         self._parents(rel, h.name)
         self._clear(rel, h.name)
@@ -313,6 +315,9 @@ class Unpacker:
 
     def _path(self, rel: Rel) -> str:
         return os.path.join(self.root, *rel)
+
+    def _shown(self, rel: Rel) -> str:
+        return shown(posixpath.join(self.source, *rel) if self.source else "/".join(rel))
 
     # --- failing --------------------------------------------------------------------------
 
