@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.bundle_sizes import bundles
 from minivm.gns3 import reader
+from minivm.gns3.machine import machine_from_appliance
 from minivm.paths import build_dir
 from minivm.ui import Reporter
 from minivm.vm import qemu
@@ -32,9 +33,9 @@ def boot_once(bundle: Path, ram: int) -> float | None:
     app = reader.load(bundle)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        disks = qemu.create_overlays(app, work)
+        disks = qemu.create_overlays(app.images, work)
         monitor = work / "monitor.sock"
-        machine = qemu.machine_from_appliance(app, name="ram", node_id=uuid.uuid4(), disks=disks,
+        machine = machine_from_appliance(app, name="ram", node_id=uuid.uuid4(), disks=disks,
                                               ram=ram, console=qemu.Console("stdio"),
                                               monitor=monitor)
         with VM(qemu.command_line(machine)) as vm:

@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.lab_common import READY, lookalike_bundle, workdir
 from minivm import lab
 from minivm.gns3 import reader
+from minivm.gns3.machine import machine_from_appliance
 from minivm.vm import console, qemu, vmctl
 
 
@@ -36,9 +37,9 @@ def start_pair(bundle: Path, work: Path, mode: str) -> list[tuple[subprocess.Pop
     for i in range(2):
         d = work / f"{mode}-r{i + 1}"
         d.mkdir()
-        disks = qemu.create_overlays(app, d)
+        disks = qemu.create_overlays(app.images, d)
         tunnel = qemu.UdpTunnel(ports[i], "127.0.0.1", ports[1 - i])
-        m = qemu.machine_from_appliance(
+        m = machine_from_appliance(
             app, name=f"r{i + 1}", node_id=uuid.uuid4(), disks=disks, adapters=[tunnel],
             append=f"ip=10.0.0.{i + 1}/24:::::eth0:off", qmp=d / "qmp.sock",
             console=qemu.Console("unix", path=d / "console.sock", log=d / "console.log"))

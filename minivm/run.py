@@ -6,7 +6,8 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -72,6 +73,7 @@ def run(
     return proc
 
 
+@contextmanager
 def spawn(
     cmd: Sequence[str | os.PathLike[str]],
     *,
@@ -79,17 +81,34 @@ def spawn(
     stdout: IO[Any] | int | None = subprocess.DEVNULL,
     stderr: IO[Any] | int | None = subprocess.PIPE,
     new_session: bool = False,
-) -> subprocess.Popen[bytes]:
-    """Start a program that runs beside minivm (a pipe to feed, a VM to watch); the caller
-    waits for it. Same program lookup, logging and start-up errors as :func:`run`."""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a program that runs beside minivm (a pipe to feed, a VM to watch) for the length
+    of a ``with`` block. Same program lookup, logging and start-up errors as :func:`run`.
+
+    The child cannot outlive the block: when an exception leaves it, the child is killed;
+    either way its stdin is closed and it is waited for (its exit code is then
+    ``proc.returncode``)."""
     argv = [str(a) for a in cmd]
     argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
     log.debug("spawn: %s", " ".join(argv))
     try:
-        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
                                 start_new_session=new_session)
     except OSError as e:
         raise MinivmError(f"cannot start {argv[0]}: {e.strerror}") from e
+    try:
+        yield proc
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        if proc.stdin is not None:
+            with suppress(OSError):  # a child that died leaves a broken pipe
+                proc.stdin.close()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def stderr_tail(data: bytes | None, lines: int = 3) -> str:

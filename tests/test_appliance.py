@@ -24,6 +24,7 @@ import pytest
 
 from minivm.errors import MinivmError
 from minivm.gns3 import appliance, docker_node, reader
+from minivm.gns3.machine import machine_from_appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
@@ -385,12 +386,12 @@ def test_boot_the_bundle_as_gns3_does(shipped_bundles: dict, name: str, tmp_path
     behind the PCI bridge; reaches the main process; system_powerdown stops QEMU cleanly."""
     bundle = shipped_bundles[name]
     app = reader.load(bundle.path)
-    disks = qemu.create_overlays(app, tmp_path)
+    disks = qemu.create_overlays(app.images, tmp_path)
     backing = subprocess.run(["qemu-img", "info", "--output=json", str(disks[0])],
                              capture_output=True, text=True, check=True)
     assert json.loads(backing.stdout)["backing-filename"].endswith(app.disks[0][0].name)
     monitor = tmp_path / "monitor.sock"
-    machine = qemu.machine_from_appliance(app, name="n1", node_id=uuid.uuid4(), disks=disks,
+    machine = machine_from_appliance(app, name="n1", node_id=uuid.uuid4(), disks=disks,
                                           console=qemu.Console("stdio"), monitor=monitor)
     argv = qemu.command_line(machine)
     assert argv[argv.index("-append") + 1] == bundle.appliance["qemu"]["kernel_command_line"]

@@ -170,7 +170,7 @@ def test_lab_across_two_computes_then_export_and_delete(bundle: Path, cluster: C
     lab = spec.load(lab_file)
     for name, node in nodes.items():
         app = lab.nodes[name].appliance
-        m = control.node_machine(lab, name, disks=qemu.overlay_paths(app, tmp_path / name))
+        m = control.node_machine(lab, name, disks=qemu.overlay_paths(app.images, tmp_path / name))
         argv = qemu.command_line(m)
         props = node["properties"]
         assert f"{props['ram']}M" == argv[argv.index("-m") + 1]

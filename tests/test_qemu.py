@@ -15,6 +15,7 @@ import pytest
 from minivm import lab
 from minivm.errors import MinivmError
 from minivm.gns3 import reader
+from minivm.gns3.machine import machine_from_appliance
 from minivm.lab import ports as lab_ports
 from minivm.vm import accel, qemu
 
@@ -52,7 +53,7 @@ def test_command_line_matches_what_gns3_ran(tmp_path: Path) -> None:
     """The line a gns3-server 3.0.6 logged for a node with one linked adapter."""
     app = reader.load(make_appliance(tmp_path / "a", adapters=1))
     hda = tmp_path / "n" / "hda_disk.qcow2"
-    m = qemu.machine_from_appliance(
+    m = machine_from_appliance(
         app, name="t-1", node_id=NODE, disks=[hda, tmp_path / "n" / "hdb_disk.qcow2"],
         adapters=[qemu.UdpTunnel(10004, "127.0.0.1", 10005)],
         console=qemu.Console("telnet", port=5001), monitor=tmp_path / "m.sock")
@@ -77,7 +78,7 @@ def test_command_line_matches_what_gns3_ran(tmp_path: Path) -> None:
 
 def test_unconnected_adapters_have_no_backend_and_options_come_last(tmp_path: Path) -> None:
     app = reader.load(make_appliance(tmp_path, adapters=3, options="-device virtio-rng-pci"))
-    m = qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")],
+    m = machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")],
                                     adapters=[None, qemu.UdpTunnel(1, "10.0.0.9", 2), None])
     argv = qemu.command_line(m)
     nics = [a for a in argv if a.startswith("virtio-net-pci")]
@@ -91,7 +92,7 @@ def test_unconnected_adapters_have_no_backend_and_options_come_last(tmp_path: Pa
 
 def test_many_adapters_get_a_second_bridge(tmp_path: Path) -> None:
     app = reader.load(make_appliance(tmp_path, adapters=40))
-    m = qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
+    m = machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
     line = " ".join(qemu.command_line(m))
     assert "pci-bridge,id=pci-bridge2,bus=dmi_pci_bridge2" in line
     assert "mac=0e:79:4c:66:00:27,speed=10000,duplex=full,bus=pci-bridge2,addr=0x07" in line
@@ -117,7 +118,7 @@ def test_disk_interfaces_as_gns3(interface: str, expected: list[str]) -> None:
 def test_forbidden_options_are_refused(tmp_path: Path) -> None:
     app = reader.load(make_appliance(tmp_path, options="-netdev user,id=x"))
     with pytest.raises(MinivmError, match="-netdev is not allowed"):
-        qemu.machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
+        machine_from_appliance(app, name="n", node_id=NODE, disks=[Path("a"), Path("b")])
 
 
 def test_console_variants_and_kvm(tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_console_variants_and_kvm(tmp_path: Path) -> None:
 def test_overlays_are_linked_clones_and_the_image_is_never_written(tmp_path: Path) -> None:
     app = reader.load(make_appliance(tmp_path / "a"))
     before = app.disks[0][0].read_bytes()
-    disks = qemu.create_overlays(app, tmp_path / "node")
+    disks = qemu.create_overlays(app.images, tmp_path / "node")
     assert [d.name for d in disks] == ["hda_disk.qcow2", "hdb_disk.qcow2"]
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disks[0])],
                                      capture_output=True, check=True).stdout)
@@ -148,7 +149,7 @@ def test_overlays_are_linked_clones_and_the_image_is_never_written(tmp_path: Pat
                    capture_output=True)
     assert app.disks[0][0].read_bytes() == before
     mtime = disks[0].stat().st_mtime_ns
-    qemu.create_overlays(app, tmp_path / "node")  # kept: the node's disk persists
+    qemu.create_overlays(app.images, tmp_path / "node")  # kept: the node's disk persists
     assert disks[0].stat().st_mtime_ns == mtime
 
 

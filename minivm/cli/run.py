@@ -16,10 +16,11 @@ import typer
 from minivm.cli.common import Quiet, reporter, user_errors
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice, ConsoleKind
-from minivm.run import spawn, which
+from minivm.run import which
 
 if TYPE_CHECKING:
     from minivm.ui import Reporter
+    from minivm.vm.qemu import Machine
 
 
 @user_errors
@@ -50,6 +51,8 @@ def run(
     The control channel (see `minivm lab exec`) listens on DISK_DIR/control.sock.
     """
     from minivm.gns3 import reader
+    from minivm.gns3.machine import machine_from_appliance
+    from minivm.lab.ports import hold_port
     from minivm.vm import accel as accel_mod
     from minivm.vm import qemu
 
@@ -59,8 +62,6 @@ def run(
     app = reader.load(name)
     which(qemu.QEMU)
     with ExitStack() as stack:
-        from minivm.lab.ports import hold_port
-
         # published ports: refused before anything starts, held until QEMU listens on them
         held = [] if print_command else [stack.enter_context(hold_port(
             p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
@@ -71,56 +72,36 @@ def run(
         else:
             workdir = disk_dir.resolve()
             workdir.mkdir(parents=True, exist_ok=True)
-        disks = qemu.create_overlays(app, workdir)
-        sock = workdir / "console.sock"
-        qmp = workdir / "qmp.sock"
-        for stale in (sock, qmp, workdir / "control.sock"):
-            stale.unlink(missing_ok=True)
-        m = qemu.machine_from_appliance(
-            app, name=app.name, node_id=uuid.uuid4(), disks=disks, ram=ram, accel=chosen,
-            append=" ".join(append or []), qmp=qmp, paused=True,
-            console=qemu.Console(ConsoleKind.UNIX, path=sock, log=workdir / "console.log"),
+        m = machine_from_appliance(
+            app, name=app.name, node_id=uuid.uuid4(),
+            disks=qemu.create_overlays(app.images, workdir), ram=ram, accel=chosen,
+            append=" ".join(append or []), qmp=workdir / "qmp.sock", paused=True,
+            console=qemu.Console(ConsoleKind.UNIX, path=workdir / "console.sock",
+                                 log=workdir / "console.log"),
             control=workdir / "control.sock", publish=ports)
-        argv = qemu.command_line(m)
         if print_command:
-            print(shlex.join(argv))
+            print(shlex.join(qemu.command_line(m)))
             return
-        code = _boot(argv, workdir, sock, qmp, rep, held)
+        code = _boot(m, workdir, rep, held)
     if code:
         raise typer.Exit(code)
 
 
-def _boot(argv: list[str], workdir: Path, sock: Path, qmp: Path, rep: Reporter,
-          held: list[socket.socket]) -> int:
+def _boot(m: Machine, workdir: Path, rep: Reporter, held: list[socket.socket]) -> int:
     """Start QEMU paused, attach the console, start the guest; stop it when detached.
     ``held``: published ports kept bound until QEMU shares them."""
     from minivm.vm import console, vmctl
+    from minivm.vm.launch import launch
 
-    errlog = (workdir / "qemu.log").open("wb")
-    # A foreground child with a console: not a run()-to-completion program.
-    proc = spawn(argv, stderr=errlog, new_session=True)
-    try:
-        for path in (qmp, sock):
-            try:
-                vmctl.wait_socket(path, pid=proc.pid, timeout=30)
-            except MinivmError:
-                proc.wait(timeout=5)
-                tail = (workdir / "qemu.log").read_text(errors="replace").strip().splitlines()
-                raise MinivmError(f"QEMU failed to start: {tail[-1] if tail else 'no message'}"
-                                  ) from None
-        for held_port in held:
-            held_port.close()  # QEMU listens on it now
-        how = console.attach(f"unix:{sock}", banner=not rep.quiet,
+    assert m.qmp is not None and m.console.path is not None
+    qmp = m.qmp
+    with launch(m, log=workdir / "qemu.log", what=m.name, held=held) as vm:
+        how = console.attach(f"unix:{m.console.path}", banner=not rep.quiet,
                              on_connect=lambda: vmctl.cont(qmp))
         if how == "detached":
-            ended = vmctl.stop(proc.pid, qmp, timeout=10)
+            ended = vmctl.stop(vm.pid, qmp, timeout=10)
             rep.info("powered off" if ended == "acpi" else f"stopped ({ended})")
         try:
-            return proc.wait(timeout=15)
+            return vm.wait(timeout=15)
         except subprocess.TimeoutExpired:
             raise MinivmError("QEMU did not exit 15 s after its console closed") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        errlog.close()

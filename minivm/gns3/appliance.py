@@ -28,7 +28,7 @@ from minivm.image.config import short_id
 from minivm.kit import kernel
 from minivm.paths import ROOT_LABEL, appliances_dir, build_dir, images_dir
 from minivm.ui import Reporter
-from minivm.vm.qemu import FORBIDDEN_OPTIONS as GNS3_REFUSED_OPTIONS
+from minivm.vm.qemu import FORBIDDEN_OPTIONS
 
 if TYPE_CHECKING:
     import jinja2
@@ -52,7 +52,7 @@ ADAPTER_TYPES = (
     "i82559a", "i82559b", "i82559c", "i82559er", "i82562", "i82801", "igb", "ne2k_pci",
     "pcnet", "rtl8139", "virtio", "virtio-net-pci", "vmxnet3",
 )
-DISK_INTERFACES = ("ide", "scsi", "sd", "mtd", "floppy", "pflash", "virtio", "sata")
+GNS3_DISK_INTERFACES = ("ide", "scsi", "sd", "mtd", "floppy", "pflash", "virtio", "sata")
 ARCHES = ("x86_64",)
 CONSOLE_TYPES = ("telnet", "vnc", "spice", "spice+agent", "none")
 KVM = ("require", "allow", "disable")
@@ -60,10 +60,6 @@ ON_CLOSE = ("power_off", "shutdown_signal", "save_vm_state")
 PROCESS_PRIORITIES = ("realtime", "very high", "high", "normal", "low", "very low")
 BOOT_PRIORITIES = ("d", "c", "dc", "cd", "n", "nc", "nd", "cn", "dn")
 COMPRESSIONS = ("bzip2", "gzip", "lzma", "xz", "rar", "zip", "7z")
-# GNS3 refuses these in `options`; minivm also refuses what would fight its own kernel boot.
-FORBIDDEN_OPTIONS = frozenset(
-    {o for base in (*(opt.lstrip("-") for opt in GNS3_REFUSED_OPTIONS), "kernel", "initrd",
-                    "append") for o in (f"-{base}", f"--{base}")})
 
 TOP_REQUIRED = ("appliance_id", "name", "category", "description", "vendor_name", "vendor_url",
                 "product_name", "registry_version", "status", "maintainer", "maintainer_email")
@@ -80,7 +76,7 @@ TOP_KEYS = {
 QEMU_REQUIRED = ("adapter_type", "adapters", "ram", "arch", "console_type", "kvm")
 QEMU_KEYS = {
     "adapter_type": ADAPTER_TYPES, "adapters": "int", "ram": "int", "cpus": "int",
-    **{f"hd{d}_disk_interface": DISK_INTERFACES for d in "abcd"},
+    **{f"hd{d}_disk_interface": GNS3_DISK_INTERFACES for d in "abcd"},
     "arch": ARCHES, "console_type": CONSOLE_TYPES, "boot_priority": BOOT_PRIORITIES,
     "kernel_command_line": "str", "kvm": KVM, "options": "str", "cpu_throttling": "number",
     "on_close": ON_CLOSE, "process_priority": PROCESS_PRIORITIES,

@@ -38,6 +38,11 @@ class Appliance:
     initrd: Path | None
     disks: tuple[tuple[Path, str], ...]  # (image, interface) for hda, hdb, ... in order
 
+    @property
+    def images(self) -> tuple[Path, ...]:
+        """The disk images, hda first (what a node's overlays are backed by)."""
+        return tuple(image for image, _ in self.disks)
+
     def port_name(self, adapter: int) -> str:
         """The name GNS3 shows for an adapter (``eth0`` with the usual ``eth{0}`` format)."""
         try:

@@ -207,23 +207,18 @@ def _write_mke2fs(entries: Iterable[Entry], raw: Path, *, label: str, uuid: uuid
 def _unpack(entries: Iterable[Entry], tree: Path, fake: list[str], reporter: Reporter) -> None:
     cmd = fake + [which("tar"), "-x", "-p", "--numeric-owner", "--xattrs",
                   "--xattrs-include=*", "--no-overwrite-dir", "-C", str(tree), "-f", "-"]
-    proc = spawn(cmd, stdin=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stderr is not None
-    stdin, stderr = cast(BinaryIO, proc.stdin), proc.stderr
     errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
-    reader.start()
-    try:
-        with reporter.bytes("unpacked") as advance:
-            write_entries(_advancing(entries, advance), stdin)
-        stdin.close()
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
+    with spawn(cmd, stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        stdin, stderr = cast(BinaryIO, proc.stdin), proc.stderr
+        reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+        reader.start()
+        try:
+            with reporter.bytes("unpacked") as advance:
+                write_entries(_advancing(entries, advance), stdin)
+            stdin.close()
+        except BrokenPipeError:
+            pass
         code = proc.wait()
         reader.join()
     if code != 0:

@@ -14,6 +14,7 @@ from typing import Any
 
 from minivm.errors import MinivmError
 from minivm.fsutil import remove
+from minivm.gns3.machine import machine_from_appliance
 from minivm.kinds import ConsoleKind, NodeStatus
 from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
 from minivm.lab.spec import (
@@ -34,10 +35,11 @@ from minivm.lab.state import (
     running,
     write_state,
 )
-from minivm.run import run, stderr_tail, which
+from minivm.run import which
 from minivm.ui import QUIET, Reporter
 from minivm.vm import accel as accel_mod
 from minivm.vm import qemu, vmctl
+from minivm.vm.launch import launch
 
 
 def node_id(lab: Lab, name: str) -> uuid.UUID:
@@ -54,7 +56,7 @@ def node_machine(lab: Lab, name: str, *, disks: list[Path],
     node = lab.nodes[name]
     if adapters is None:
         adapters = [None] * node.adapters
-    return qemu.machine_from_appliance(
+    return machine_from_appliance(
         node.appliance, name=name, node_id=node_id(lab, name), disks=disks, adapters=adapters,
         append=node.append, ram=node.ram, cpus=node.cpus, **runtime)
 
@@ -99,54 +101,56 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
         created: list[Path] = []
         try:
             with ExitStack() as holders:
-                held: dict[str, socket.socket] = {}
-                for node, adapter, fixed in endpoints(lab):
-                    if node not in todo:
-                        continue
-                    key = endpoint_key(node, adapter)
-                    port = state.ports.get(key, fixed)
-                    holder = holders.enter_context(hold_port(port, what=f"link end {key}"))
-                    held[key] = holder
-                    state.ports[key] = holder.getsockname()[1]
-                consoles: dict[str, socket.socket] = {}
-                if lab.console == "telnet":
-                    for name in todo:
-                        consoles[name] = holders.enter_context(
-                            hold_port(0, kind=socket.SOCK_STREAM, what="console"))
-                published: dict[str, list[socket.socket]] = {}
-                for name in todo:  # refused now, before any node starts, when a port is taken
-                    published[name] = [holders.enter_context(hold_port(
-                        p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp"
-                        else socket.SOCK_DGRAM, what=f"published by {name} as {p.text}"))
-                        for p in lab.nodes[name].publish]
+                held = _hold_ports(lab, state, todo, holders)
                 for name in todo:
                     with reporter.stage(f"start:{name}", f"Starting {name}"):
-                        rec = _start_node(lab, state, name, chosen, consoles.get(name), created)
-                    state.nodes[name] = rec
+                        state.nodes[name] = _start_node(lab, state, name, chosen, held[name],
+                                                        holders, created)
                     started.append(name)
-                    for key in [k for k in held if k.startswith(f"{name}:")]:
-                        held.pop(key).close()  # QEMU has the port now
-                    if name in consoles:
-                        consoles.pop(name).close()
-                    for published_port in published.pop(name):
-                        published_port.close()
-            write_state(lab.state_dir, state)
+                write_state(lab.state_dir, state)  # the daemonized nodes outlive the block
         except BaseException:
             _rollback(lab, state, started, created)
             raise
         return started
 
 
+def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
+                ) -> dict[str, list[socket.socket]]:
+    """Per node to start, every port it will listen on (link ends, telnet console, published
+    ports), bound now: a port taken is refused before any node starts. The console's comes
+    first. New link ports are recorded in ``state.ports``."""
+    held: dict[str, list[socket.socket]] = {name: [] for name in todo}
+    if lab.console == "telnet":
+        for name in todo:
+            held[name].append(holders.enter_context(
+                hold_port(0, kind=socket.SOCK_STREAM, what="console")))
+    for node, adapter, fixed in endpoints(lab):
+        if node not in todo:
+            continue
+        key = endpoint_key(node, adapter)
+        holder = holders.enter_context(hold_port(state.ports.get(key, fixed),
+                                                 what=f"link end {key}"))
+        held[node].append(holder)
+        state.ports[key] = holder.getsockname()[1]
+    for name in todo:
+        held[name] += [holders.enter_context(hold_port(
+            p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
+            what=f"published by {name} as {p.text}")) for p in lab.nodes[name].publish]
+    return held
+
+
 def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
-                console_hold: socket.socket | None, created: list[Path]) -> dict[str, Any]:
+                held: list[socket.socket], holders: ExitStack, created: list[Path]
+                ) -> dict[str, Any]:
+    """Start one node (its VM killed again when ``holders`` unwinds on an error)."""
     node = lab.nodes[name]
     workdir = node_dir(lab, name)
     workdir.mkdir(parents=True, exist_ok=True)
-    new = [p for p in qemu.overlay_paths(node.appliance, workdir) if not p.exists()]
-    disks = qemu.create_overlays(node.appliance, workdir)
+    new = [p for p in qemu.overlay_paths(node.appliance.images, workdir) if not p.exists()]
+    disks = qemu.create_overlays(node.appliance.images, workdir)
     created += new
-    if console_hold is not None:
-        port = console_hold.getsockname()[1]
+    if lab.console == "telnet":
+        port = held[0].getsockname()[1]
         console = qemu.Console(ConsoleKind.TELNET, port=port, log=workdir / "console.log")
         address = f"telnet:{LOOPBACK}:{port}"
     else:
@@ -158,19 +162,16 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                      accel=chosen, console=console, qmp=qmp, monitor=workdir / "monitor.sock",
                      pidfile=workdir / "qemu.pid", daemonize=True,
                      control=workdir / "control.sock", publish=node.publish)
-    argv = qemu.command_line(m)
     clean_runtime(lab, name)
     (workdir / "console.log").open("ab").write(
         f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
     started = time.time()
-    proc = run(argv, what=f"starting node {name}", check=False)
-    (workdir / "qemu.log").write_bytes(proc.stderr or b"")
-    if proc.returncode != 0:
-        raise MinivmError(f"node {name}: QEMU failed to start: {stderr_tail(proc.stderr, 1)}")
-    pid = int((workdir / "qemu.pid").read_text().strip())
-    return {"status": "running", "pid": pid, "qmp": str(qmp), "console": address,
+    vm = holders.enter_context(launch(m, log=workdir / "qemu.log", what=f"node {name}",
+                                      held=held))
+    return {"status": "running", "pid": vm.pid, "qmp": str(qmp), "console": address,
             "monitor": str(workdir / "monitor.sock"), "accel": chosen, "started": started,
-            "node_id": str(m.node_id), "argv": argv, "control": str(workdir / "control.sock"),
+            "node_id": str(m.node_id), "argv": list(vm.argv),
+            "control": str(workdir / "control.sock"),
             "publish": [p.text for p in node.publish],
             "macs": [qemu.mac_address(m.node_id, i) for i in range(node.adapters)]}
 

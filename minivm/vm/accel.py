@@ -45,13 +45,12 @@ def kvm_works(timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
         argv = [qemu, "-accel", "kvm", "-nodefaults", "-display", "none", "-m", "16",
                 "-drive", f"file={disk},format=raw,if=ide", "-boot", "order=c",
                 "-device", f"isa-debug-exit,iobase={_EXIT_PORT:#x},iosize=0x01"]
-        proc = spawn(argv)
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return False, f"a KVM guest did not run within {timeout:.0f} s"
+        with spawn(argv) as proc:
+            try:
+                _, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return False, f"a KVM guest did not run within {timeout:.0f} s"
     if proc.returncode == (_EXIT_VALUE << 1) | 1:
         return True, "a KVM guest ran"
     lines = err.decode(errors="replace").strip().splitlines()

@@ -22,10 +22,11 @@ user-mode NIC (``-netdev user``, with ``hostfwd`` rules bound to 127.0.0.1 only)
 the node's own adapters, with a fixed MAC the init recognises (it names it ``publish0`` and
 gives it ``PUBLISH_GUEST``/24), so it never takes one of eth0..ethN.
 
-Reuse (appliance boot test, say)::
+This layer knows machines, not appliances: :mod:`minivm.gns3.machine` turns a .gns3a into a
+Machine, and :mod:`minivm.vm.launch` starts one. Reuse (appliance boot test, say)::
 
     app = reader.load(bundle)
-    disks = create_overlays(app, workdir)           # the appliance's images are never written
+    disks = create_overlays(app.images, workdir)    # the appliance's images are never written
     m = machine_from_appliance(app, name="t", node_id=uuid.uuid4(), disks=disks,
                                console=Console(ConsoleKind.UNIX, path=workdir / "console.sock"),
                                qmp=workdir / "qmp.sock")
@@ -38,23 +39,23 @@ import re
 import shlex
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
 from minivm.kinds import ConsoleKind
 from minivm.run import run
 
-if TYPE_CHECKING:
-    from minivm.gns3.reader import Appliance
-
 QEMU = "qemu-system-x86_64"
 
-# Options GNS3 refuses in an appliance's "options" (the disks and the network are its own).
-FORBIDDEN_OPTIONS = ("-drive", "-hda", "-hdb", "-hdc", "-hdd", "-blockdev", "-fsdev",
-                     "-virtfs", "-nic", "-netdev")
+# Options refused in a machine's extra options: those GNS3 refuses (the disks and the network
+# are its own) and those that would fight the kernel boot, in QEMU's both spellings.
+FORBIDDEN_OPTIONS = frozenset(
+    f"{dash}{name}" for name in ("drive", "hda", "hdb", "hdc", "hdd", "blockdev", "fsdev",
+                                 "virtfs", "nic", "netdev", "kernel", "initrd", "append")
+    for dash in ("-", "--"))
 # Disk interfaces this command line builds, as GNS3 names them.
 DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
 NICS_PER_BRIDGE = 32
@@ -173,7 +174,8 @@ def mac_address(node_id: uuid.UUID, adapter: int) -> str:
 
 
 def check_options(options: Sequence[str], where: str) -> None:
-    """Refuse the options GNS3 refuses (disks and network belong to the builder)."""
+    """Refuse the :data:`FORBIDDEN_OPTIONS` (disks, network and kernel belong to the
+    builder)."""
     for opt in options:
         if opt in FORBIDDEN_OPTIONS:
             raise MinivmError(f"{where}: option {opt} is not allowed in the QEMU options",
@@ -334,62 +336,25 @@ def command_line(m: Machine) -> list[str]:
     return argv + list(m.options)
 
 
-def overlay_paths(app: Appliance, workdir: Path) -> list[Path]:
-    """Where a node's linked clones live: hda_disk.qcow2, hdb_disk.qcow2, ... (GNS3's names)."""
-    return [workdir / f"hd{'abcd'[i]}_disk.qcow2" for i in range(len(app.disks))]
+def overlay_paths(images: Sequence[Path], workdir: Path) -> list[Path]:
+    """Where a node's linked clones of ``images`` live: hda_disk.qcow2, hdb_disk.qcow2, ...
+    (GNS3's names)."""
+    return [workdir / f"hd{'abcd'[i]}_disk.qcow2" for i in range(len(images))]
 
 
-def create_overlays(app: Appliance, workdir: Path, *, reuse: bool = True) -> list[Path]:
-    """A QCOW2 overlay per appliance disk, backed by the (never written) appliance image.
+def create_overlays(images: Sequence[Path], workdir: Path, *, reuse: bool = True) -> list[Path]:
+    """A QCOW2 overlay per disk image, backed by the (never written) image.
 
     An existing overlay is kept when ``reuse`` (the node's disk persists, as in GNS3).
     """
-    paths = overlay_paths(app, workdir)
-    for (image, _), path in zip(app.disks, paths, strict=True):
+    paths = overlay_paths(images, workdir)
+    for image, path in zip(images, paths, strict=True):
         if reuse and path.exists():
             continue
         with atomic_path(path) as tmp:
             run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                  "-b", str(image.resolve()), str(tmp)], what=f"creating the overlay {path}")
     return paths
-
-
-def machine_from_appliance(
-    app: Appliance,
-    *,
-    name: str,
-    node_id: uuid.UUID,
-    disks: Sequence[Path],
-    adapters: Sequence[UdpTunnel | None] | None = None,
-    append: str = "",
-    ram: int | None = None,
-    cpus: int | None = None,
-    accel: Literal["kvm", "tcg"] = "tcg",
-    console: Console | None = None,
-    qmp: Path | None = None,
-    monitor: Path | None = None,
-    **extra: object,
-) -> Machine:
-    """A Machine for a node of ``app``: its settings, the node's overlays (``disks``, from
-    :func:`create_overlays`), the node's links (default: every adapter unconnected), and
-    kernel arguments added after the appliance's own."""
-    if adapters is None:
-        adapters = [None] * app.adapters
-    if len(adapters) > app.adapters:
-        raise MinivmError(f"{name}: {len(adapters)} adapters asked, the appliance "
-                          f"{app.name} has {app.adapters}")
-    if len(disks) != len(app.disks):
-        raise ValueError("one overlay per appliance disk is needed")
-    check_options(app.options, str(app.path))
-    cmdline = " ".join(part for part in (app.kernel_command_line, append) if part)
-    m = Machine(
-        name=name, node_id=node_id, ram=ram or app.ram, cpus=cpus or app.cpus, accel=accel,
-        kernel=app.kernel, initrd=app.initrd, append=cmdline,
-        drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
-        adapter_type=app.adapter_type, adapters=tuple(adapters),
-        console=console or Console(ConsoleKind.NONE), qmp=qmp, monitor=monitor, options=app.options,
-    )
-    return replace(m, **extra) if extra else m  # type: ignore[arg-type]
 
 
 def shell_line(argv: Sequence[str]) -> str:
