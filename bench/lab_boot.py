@@ -50,7 +50,7 @@ def main() -> None:
             ready = up_s + max(seen.values())
             time.sleep(5)  # idle: let the guests settle before reading RSS
             state = lab.status(the_lab)
-            rss = [rss_mib(int(node["pid"])) for node in state["nodes"].values()]
+            rss = [rss_mib(node.pid or 0) for node in state.nodes.values()]
         finally:
             lab.down(path)
         base = base or ready / n

@@ -73,7 +73,7 @@ def gns3_up(url: str, path: Path) -> float:
     client = server.connect(server.Credentials(url, gs.USER, gs.PASSWORD))
     gns3.up(the_lab, client, start=False)
     seconds = time.monotonic() - start
-    gns3.down(the_lab, client, delete=True)
+    gns3.down(the_lab.path, client, delete=True)
     return seconds
 
 
@@ -86,7 +86,7 @@ def gns3_boot(url: str, path: Path) -> float:
         gns3.up(the_lab, client, wait=READY, timeout=600)
         return time.monotonic() - start
     finally:
-        gns3.down(the_lab, client, delete=True)
+        gns3.down(the_lab.path, client, delete=True)
 
 
 def main() -> None:

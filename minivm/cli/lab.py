@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
@@ -12,6 +13,9 @@ from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
 from minivm.cli.gns3 import Password, ServerUrl, User, connect
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice
+
+if TYPE_CHECKING:
+    from minivm.lab.runner import NodeState, Runner
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
                        "GNS3). See `minivm lab up --help` for the lab file.",
@@ -43,42 +47,27 @@ def up(lab_file: LabFile, accel: Accel = None,
     With --server the lab runs on a GNS3 server instead: a project named after the lab file,
     one QEMU node per lab node (on its `compute:`, default the controller's own), its links.
     """
-    from minivm import lab as lab_mod
+    from minivm.lab.spec import load
     rep = reporter(quiet=quiet or json_output)
-    lab = lab_mod.load(lab_file)
-    if url:
-        from minivm.lab import gns3 as on_gns3
-        info = on_gns3.up(lab, connect(url, user, password), start=not no_start, wait=wait,
-                          timeout=timeout, reporter=rep)
-        if json_output:
-            emit_json(info)
-            return
-        for name, node in info["nodes"].items():
-            rep.info(f"{name}: {node['status']} on {node['compute_id']}, console "
-                     f"{node['console']}")
-        return
-    if no_start:
-        raise MinivmError("--no-start needs --server (a GNS3 server)")
-    offsets = {n: _log_size(lab, n) for n in lab.nodes}
-    started = lab_mod.up(lab, accel=accel, reporter=rep)
-    seconds: dict[str, float] = {}
-    if wait and started:
-        with rep.stage("wait", f"Waiting for {wait!r} on {len(started)} console(s)"):
-            seconds = lab_mod.wait_console(lab, wait, timeout=timeout, names=started,
-                                           since=offsets)
-    info = lab_mod.status(lab)
+    runner = _runner(url, user, password)
+    result = runner.up(load(lab_file), accel=accel, start=not no_start, wait=wait,
+                       timeout=timeout, reporter=rep)
     if json_output:
-        emit_json({"started": started, "wait_seconds": seconds, **info})
+        emit_json(result.to_json())
         return
-    for name in started:
-        rep.info(f"{name}: console {info['nodes'][name]['console']}")
+    for name, node in result.status.nodes.items():
+        where = f" on {node.compute_id}" if node.compute_id else ""
+        rep.info(f"{name}: {node.status}{where}" + (f", console {node.console}"
+                                                    if node.console else ""))
 
 
-def _log_size(lab: Any, name: str) -> int:
-    from minivm import lab as lab_mod
-
-    log = lab_mod.node_dir(lab, name) / "console.log"
-    return log.stat().st_size if log.exists() else 0
+def _runner(url: str | None, user: str | None, password: str | None) -> Runner:
+    """Where the lab runs: on the GNS3 server at ``url``, else here."""
+    if url:
+        from minivm.lab.gns3 import Gns3Runner
+        return Gns3Runner(connect(url, user, password))
+    from minivm.lab.local import LocalRunner
+    return LocalRunner()
 
 
 @app.command("status")
@@ -89,35 +78,31 @@ def status(lab_file: LabFile, url: ServerUrl = None, user: User = None,
 
     With --server: each node's state in the GNS3 project (started, stopped, absent).
     """
-    from minivm import lab as lab_mod
-    lab = lab_mod.load(lab_file)
-    if url:
-        from minivm.lab import gns3 as on_gns3
-        remote = on_gns3.status(lab, connect(url, user, password))
-        if json_output:
-            emit_json(remote)
-            return
-        for name, node in remote["nodes"].items():
-            extra = (f" {node['compute_id']:<12} {node['console'] or ''}"
-                     if "node_id" in node else "")
-            print(f"{name:12} {node['status']:8}{extra}".rstrip())
-        return
-    info = lab_mod.status(lab)
+    from minivm.lab.spec import load
+    info = _runner(url, user, password).status(load(lab_file))
     if json_output:
-        emit_json(info)
+        emit_json(info.to_json())
     else:
-        for name, node in info["nodes"].items():
-            ports = " ".join(f"{k}:{v}" for k, v in node["ports"].items() if v)
-            line = f"{name:12} {node['status']:8}"
-            if node["status"] != "stopped":
-                line += f" pid {node['pid']:<8} {node['console']}"
-                if node["status"] == "crashed":
-                    line += "  (QEMU is gone: `minivm lab up` starts it again)"
-            if node.get("publish"):
-                ports += f"  {node['publish']['nic']}: {', '.join(node['publish']['ports'])}"
-            print(f"{line}  {ports}".rstrip())
-    if any(n["status"] == "crashed" for n in info["nodes"].values()):
+        for name, node in info.nodes.items():
+            print(_status_line(name, node))
+    if info.crashed:
         raise typer.Exit(3)
+
+
+def _status_line(name: str, node: NodeState) -> str:
+    from minivm.lab.runner import PUBLISH_NIC
+
+    line = f"{name:12} {node.status:8}"
+    if node.pid is not None:
+        line += f" pid {node.pid:<8} {node.console}"
+        if node.status == "crashed":
+            line += "  (QEMU is gone: `minivm lab up` starts it again)"
+    if node.compute_id is not None:
+        line += f" {node.compute_id:<12} {node.console or ''}"
+    ports = " ".join(f"{k}:{v}" for k, v in (node.ports or {}).items() if v)
+    if node.publish:
+        ports += f"  {PUBLISH_NIC}: {', '.join(node.publish)}"
+    return f"{line}  {ports}".rstrip()
 
 
 @app.command("console")
@@ -135,13 +120,6 @@ def console(lab_file: LabFile,
 Node = Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
 Timeout = Annotated[float, typer.Option(
     "--timeout", help="Seconds to wait for the guest's answer on the control channel.")]
-
-
-def _channel(lab_file: Path, node: str, timeout: float) -> Any:
-    from minivm import lab as lab_mod
-    from minivm.vm import control
-
-    return control.Channel(lab_mod.control_socket(lab_file, node), what=node, timeout=timeout)
 
 
 @app.command("exec")
@@ -175,16 +153,16 @@ def exec_(lab_file: LabFile, node: Node,
         variables[key] = value
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
-    def write(stream: object) -> object:
+    def write(stream: BinaryIO) -> Callable[[bytes], None]:
         def put(data: bytes) -> None:
-            stream.write(data)  # type: ignore[attr-defined]
-            stream.flush()  # type: ignore[attr-defined]
+            stream.write(data)
+            stream.flush()
         return put
 
-    with _channel(lab_file, node, timeout) as ch:
-        code = ch.exec(command, env=variables, user=user, workdir=workdir,
-                       stdin=sys.stdin.buffer if interactive else None,
-                       stdout=write(out), stderr=write(err))
+    code = _runner(None, None, None).exec(
+        lab_file, node, command, env=variables, user=user, workdir=workdir,
+        stdin=sys.stdin.buffer if interactive else None, stdout=write(out), stderr=write(err),
+        timeout=timeout)
     raise typer.Exit(code)
 
 
@@ -207,30 +185,11 @@ def cp(lab_file: LabFile,
     Nothing is left half-written on the host."""
     from rich.markup import escape
 
-    from minivm import lab as lab_mod
-    from minivm.vm import transfer
-
     rep = reporter(quiet=quiet)
-    names = set(lab_mod.load(lab_file).nodes)
-
-    def guest(spec: str) -> tuple[str, str] | None:
-        node, colon, path = spec.partition(":")
-        return (node, path) if colon and node in names and path else None
-
-    src, dst = guest(source), guest(destination)
-    if bool(src) == bool(dst):
-        raise MinivmError("one side of `lab cp` is NODE:PATH (a node of the lab), the other a "
-                          "local path", hint=f"nodes: {', '.join(sorted(names))}")
-    if src:
-        with _channel(lab_file, src[0], timeout) as ch:
-            written = transfer.copy_out(ch, src[1], destination, archive=archive,
-                                        warn=lambda line: rep.warn(escape(line)))
-        rep.info(f"{source} -> {written}")
-    else:
-        assert dst is not None
-        with _channel(lab_file, dst[0], timeout) as ch:
-            target = transfer.copy_in(ch, Path(source), dst[1])
-        rep.info(f"{source} -> {dst[0]}:{target}")
+    written = _runner(None, None, None).cp(lab_file, source, destination, timeout=timeout,
+                                           archive=archive,
+                                           warn=lambda line: rep.warn(escape(line)))
+    rep.info(f"{source} -> {written}")
 
 
 @app.command("down")
@@ -248,20 +207,15 @@ def down(lab_file: LabFile,
 
     With --server: GNS3 stops the nodes (its stop presses the ACPI power button too).
     """
-    from minivm import lab as lab_mod
-    rep = reporter(quiet=quiet or json_output)
-    if url:
-        from minivm.lab import gns3 as on_gns3
-        lab = lab_mod.load(lab_file)
-        result = on_gns3.down(lab, connect(url, user, password), delete=delete, reporter=rep)
-        if json_output:
-            emit_json(result)
-        return
-    if delete:
-        raise MinivmError("--delete needs --server (a GNS3 server); locally use --clean")
-    results = lab_mod.down(lab_file, timeout=timeout, clean=clean, reporter=rep)
+    runner = _runner(url, user, password)
+    for flag, given in (("--clean", clean), ("--delete", delete)):
+        if given and flag != runner.remove_option:
+            raise MinivmError(f"{flag} does not apply to the {runner.where} runner",
+                              hint=f"{runner.remove_option} removes what it made")
+    result = runner.down(lab_file, timeout=timeout, remove=clean or delete,
+                         reporter=reporter(quiet=quiet or json_output))
     if json_output:
-        emit_json({"lab": str(lab_file.resolve()), "stopped": results})
+        emit_json(result.to_json())
 
 
 @app.command("export")
@@ -275,15 +229,11 @@ def export(lab_file: LabFile,
 
     Another GNS3 user imports it with File > Import portable project. Needs --server.
     """
-    from minivm import lab as lab_mod
-    from minivm.lab import gns3 as on_gns3
+    from minivm.lab.spec import load
     rep = reporter(quiet=quiet or json_output)
-    lab = lab_mod.load(lab_file)
-    if not url:
-        raise MinivmError("lab export needs --server (or MINIVM_GNS3_URL)",
-                          hint="the project is made on a GNS3 server by: minivm lab up --server")
-    result = on_gns3.export(lab, connect(url, user, password), output, reporter=rep)
+    lab = load(lab_file)
+    result = _runner(url, user, password).export(lab, output, reporter=rep)
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
-        rep.info(f"wrote {output} ({result['bytes'] / 1e6:.1f} MB)")
+        rep.info(f"wrote {output} ({result.bytes / 1e6:.1f} MB)")

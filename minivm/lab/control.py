@@ -17,6 +17,7 @@ from minivm.fsutil import remove
 from minivm.gns3.machine import machine_from_appliance
 from minivm.kinds import ConsoleKind, NodeStatus
 from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
+from minivm.lab.runner import LabStatus, NodeState
 from minivm.lab.spec import (
     LOOPBACK,
     SOCKET_PATH_MAX,
@@ -27,6 +28,7 @@ from minivm.lab.spec import (
     state_dir_of,
 )
 from minivm.lab.state import (
+    NodeRecord,
     State,
     clean_runtime,
     locked,
@@ -73,7 +75,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
         state = read_state(lab.state_dir)
         alive = {n for n, rec in state.nodes.items() if running(rec)}
         for name in sorted(set(state.nodes) - alive):
-            if state.nodes[name].get("status") == "running":
+            if state.nodes[name].status == "running":
                 reporter.warn(f"{name}: its QEMU is gone (crash or kill); starting it again")
             clean_runtime(lab, name)
             del state.nodes[name]
@@ -141,7 +143,7 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
 
 def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                 held: list[socket.socket], holders: ExitStack, created: list[Path]
-                ) -> dict[str, Any]:
+                ) -> NodeRecord:
     """Start one node (its VM killed again when ``holders`` unwinds on an error)."""
     node = lab.nodes[name]
     workdir = node_dir(lab, name)
@@ -163,24 +165,23 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                      pidfile=workdir / "qemu.pid", daemonize=True,
                      control=workdir / "control.sock", publish=node.publish)
     clean_runtime(lab, name)
-    (workdir / "console.log").open("ab").write(
-        f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+    with (workdir / "console.log").open("ab") as log:
+        log.write(f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
     started = time.time()
     vm = holders.enter_context(launch(m, log=workdir / "qemu.log", what=f"node {name}",
                                       held=held))
-    return {"status": "running", "pid": vm.pid, "qmp": str(qmp), "console": address,
-            "monitor": str(workdir / "monitor.sock"), "accel": chosen, "started": started,
-            "node_id": str(m.node_id), "argv": list(vm.argv),
-            "control": str(workdir / "control.sock"),
-            "publish": [p.text for p in node.publish],
-            "macs": [qemu.mac_address(m.node_id, i) for i in range(node.adapters)]}
+    return NodeRecord(pid=vm.pid, qmp=qmp, console=address, monitor=workdir / "monitor.sock",
+                      accel=chosen, started=started, node_id=str(m.node_id), argv=vm.argv,
+                      control=workdir / "control.sock",
+                      publish=tuple(p.text for p in node.publish),
+                      macs=tuple(qemu.mac_address(m.node_id, i) for i in range(node.adapters)))
 
 
 def _rollback(lab: Lab, state: State, started: list[str], created: list[Path]) -> None:
     for name in started:
-        rec = state.nodes.pop(name, {})
-        if rec.get("pid"):
-            vmctl.stop(int(rec["pid"]), Path(rec["qmp"]), timeout=0)
+        rec = state.nodes.pop(name, None)
+        if rec is not None:
+            vmctl.stop(rec.pid, rec.qmp, timeout=0)
         clean_runtime(lab, name)
     for path in created:
         remove(path)
@@ -192,31 +193,30 @@ def _rollback(lab: Lab, state: State, started: list[str], created: list[Path]) -
         remove(lab.state_dir / "state.json")
 
 
-def status(lab: Lab) -> dict[str, Any]:
+def status(lab: Lab) -> LabStatus:
     """What runs: per node its state (running, stopped, crashed), pid, console, QMP status."""
     state = read_state(lab.state_dir)
-    nodes: dict[str, Any] = {}
+    nodes: dict[str, NodeState] = {}
     for name in lab.nodes:
+        ports = {f"eth{i}": t.local_port if t else None
+                 for i, t in enumerate(tunnels_or_none(lab, state.ports, name))}
         rec = state.nodes.get(name)
-        info: dict[str, Any] = {"status": NodeStatus.STOPPED}
-        if rec:
-            alive_now = running(rec)
-            info = {"status": NodeStatus.RUNNING if alive_now else NodeStatus.CRASHED,
-                    "pid": rec["pid"],
-                    "console": rec["console"], "accel": rec.get("accel"),
-                    "log": str(node_dir(lab, name) / "console.log")}
-            if alive_now:
-                try:
-                    info["guest"] = vmctl.query_status(Path(rec["qmp"]), timeout=3)
-                except MinivmError:
-                    info["guest"] = "not answering"
-            if rec.get("publish"):
-                info["publish"] = {"nic": "publish0", "ports": rec["publish"]}
-        info["ports"] = {f"eth{i}": t.local_port if t else None
-                         for i, t in enumerate(tunnels_or_none(lab, state.ports, name))}
-        nodes[name] = info
-    return {"lab": str(lab.path), "state": str(lab.state_dir), "nodes": nodes,
-            "links": [link.text for link in lab.links]}
+        if rec is None:
+            nodes[name] = NodeState(NodeStatus.STOPPED, ports=ports)
+            continue
+        alive_now = running(rec)
+        guest = None
+        if alive_now:
+            try:
+                guest = vmctl.query_status(rec.qmp, timeout=3)
+            except MinivmError:
+                guest = "not answering"
+        nodes[name] = NodeState(
+            NodeStatus.RUNNING if alive_now else NodeStatus.CRASHED, console=rec.console,
+            pid=rec.pid, accel=rec.accel or None, log=str(node_dir(lab, name) / "console.log"),
+            guest=guest, publish=rec.publish, ports=ports)
+    return LabStatus(lab=lab.path, state=lab.state_dir, nodes=nodes,
+                     links=tuple(link.text for link in lab.links))
 
 
 def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
@@ -235,8 +235,8 @@ def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
         state = read_state(state_dir)
         results: dict[str, str] = {}
 
-        def stop_one(name: str, rec: dict[str, Any]) -> None:
-            results[name] = vmctl.stop(int(rec["pid"]), Path(rec["qmp"]), timeout=timeout)
+        def stop_one(name: str, rec: NodeRecord) -> None:
+            results[name] = vmctl.stop(rec.pid, rec.qmp, timeout=timeout)
 
         threads = [threading.Thread(target=stop_one, args=(n, r)) for n, r in state.nodes.items()
                    if running(r)]
@@ -259,27 +259,28 @@ def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
     return results
 
 
-def console_address(lab_file: Path, name: str) -> str:
-    """Where a running node's console listens (from the state folder alone)."""
-    rec = read_state(state_dir_of(lab_file)).nodes.get(name)
-    if not rec or not running(rec):
-        raise MinivmError(f"node {name} of {lab_file.name} is not running",
-                          hint=f"see: minivm lab status {lab_file}")
-    return str(rec["console"])
-
-
-def control_socket(lab_file: Path, name: str) -> Path:
-    """The control channel's socket of a running node (from the state folder alone)."""
+def _running_record(lab_file: Path, name: str) -> NodeRecord:
     rec = read_state(state_dir_of(lab_file)).nodes.get(name)
     if rec is None and name not in load(lab_file).nodes:
         raise MinivmError(f"{lab_file.name} has no node {name!r}")
     if not rec or not running(rec):
         raise MinivmError(f"node {name} of {lab_file.name} is not running",
                           hint=f"start it: minivm lab up {lab_file}")
-    if not rec.get("control"):
+    return rec
+
+
+def console_address(lab_file: Path, name: str) -> str:
+    """Where a running node's console listens (from the state folder alone)."""
+    return _running_record(lab_file, name).console
+
+
+def control_socket(lab_file: Path, name: str) -> Path:
+    """The control channel's socket of a running node (from the state folder alone)."""
+    rec = _running_record(lab_file, name)
+    if rec.control is None:
         raise MinivmError(f"node {name} was started without a control channel",
                           hint=f"restart it: minivm lab down {lab_file}, then up")
-    return Path(rec["control"])
+    return rec.control
 
 
 def wait_console(lab: Lab, pattern: str, *, timeout: float, names: list[str] | None = None,

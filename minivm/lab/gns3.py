@@ -18,9 +18,10 @@ import shlex
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from minivm.errors import MinivmError
@@ -28,11 +29,21 @@ from minivm.fsutil import atomic_path
 from minivm.gns3 import push
 from minivm.gns3.server import Client
 from minivm.lab.control import node_machine
-from minivm.lab.spec import External, Lab
+from minivm.lab.runner import (
+    DownResult,
+    ExportResult,
+    LabStatus,
+    Made,
+    NodeState,
+    UpResult,
+    Write,
+)
+from minivm.lab.spec import STOP_TIMEOUT, External, Lab
 from minivm.ui import QUIET, Reporter
 from minivm.vm import console as console_mod
 
 LOCAL_COMPUTE = "local"
+ABSENT = "absent"  # a lab node the project lacks
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
 MAX_PARALLEL_STARTS = 8
@@ -97,7 +108,10 @@ def resolve_computes(client: Client, lab: Lab) -> dict[str, str]:
 
 def find_project(client: Client, lab: Lab) -> dict[str, Any] | None:
     """The project named after the lab file, if the server has it."""
-    name = project_name(lab)
+    return _find(client, project_name(lab))
+
+
+def _find(client: Client, name: str) -> dict[str, Any] | None:
     for project in client.get("/projects") or []:
         if project.get("name") == name:
             return dict(project)
@@ -125,7 +139,7 @@ def _link_key(ends: list[dict[str, Any]]) -> frozenset[tuple[str, int, int]]:
 
 
 def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
-       timeout: float = 300.0, reporter: Reporter = QUIET) -> dict[str, Any]:
+       timeout: float = 300.0, reporter: Reporter = QUIET) -> UpResult:
     """Install the appliances, make the project, nodes and links, start the nodes (and wait
     for ``wait`` on their consoles). Returns what the project holds and what this call did."""
     refuse_externals(lab)
@@ -155,12 +169,11 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     # Like the local --wait: a node that does not show the pattern in time is an error, but
     # the lab stays up (its consoles tell why).
     waits = watch.result(list(started), reporter=reporter)
-    info = status(lab, client)
-    info.update({"created_project": created_project, "created_nodes": [
-        n for n in lab.nodes if nodes[n]["node_id"] in new_nodes], "created_links": [
-        link.text for link in lab.links if links[link.text] in new_links],
-        "started": list(started), "wait_seconds": waits, "appliances": pushed})
-    return info
+    made = Made(project=created_project,
+                nodes=tuple(n for n in lab.nodes if nodes[n]["node_id"] in new_nodes),
+                links=tuple(link.text for link in lab.links if links[link.text] in new_links),
+                appliances=pushed)
+    return UpResult(status(lab, client), tuple(started), waits, made)
 
 
 def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
@@ -343,49 +356,48 @@ def delete_project(client: Client, pid: str, *, attempts: int = 3) -> None:
             time.sleep(1.0)
 
 
-def status(lab: Lab, client: Client) -> dict[str, Any]:
+def status(lab: Lab, client: Client) -> LabStatus:
     """Each lab node's state on the server (started, stopped, suspended; absent if missing)."""
     project = find_project(client, lab)
-    info: dict[str, Any] = {"lab": str(lab.path), "server": client.creds.url,
-                            "project": project_name(lab),
-                            "project_id": project and project["project_id"],
-                            "links": [link.text for link in lab.links]}
+    links = tuple(link.text for link in lab.links)
     if project is None:
-        info["nodes"] = {n: {"status": "absent"} for n in lab.nodes}
-        return info
+        return LabStatus(lab=lab.path, server=client.creds.url, project=project_name(lab),
+                         nodes={n: NodeState(ABSENT) for n in lab.nodes}, links=links)
     pid = _open(client, project)
     have = _nodes(client, pid)
     hosts = _compute_hosts(client)
-    nodes: dict[str, Any] = {}
+    nodes: dict[str, NodeState] = {}
     for name in lab.nodes:
         node = have.get(name)
-        nodes[name] = {"status": "absent"} if node is None else {
-            "status": node.get("status"), "node_id": node["node_id"],
-            "compute_id": node.get("compute_id"),
-            "console": console_address(client, node, hosts)}
-    info["nodes"] = nodes
-    return info
+        nodes[name] = NodeState(ABSENT) if node is None else NodeState(
+            str(node.get("status")), node_id=str(node["node_id"]),
+            compute_id=str(node.get("compute_id")),
+            console=console_address(client, node, hosts))
+    return LabStatus(lab=lab.path, server=client.creds.url, project=project_name(lab),
+                     project_id=pid, nodes=nodes, links=links)
 
 
-def down(lab: Lab, client: Client, *, delete: bool = False,
-         reporter: Reporter = QUIET) -> dict[str, Any]:
-    """Stop every node (GNS3's stop: the ACPI power button); ``delete`` removes the project."""
-    project = find_project(client, lab)
+def down(lab_file: Path, client: Client, *, delete: bool = False,
+         reporter: Reporter = QUIET) -> DownResult:
+    """Stop every node (GNS3's stop: the ACPI power button); ``delete`` removes the project.
+    Needs the lab file's name only (the project's)."""
+    name = lab_file.stem
+    project = _find(client, name)
     if project is None:
-        reporter.info(f"GNS3 has no project {project_name(lab)}")
-        return {"project": project_name(lab), "stopped": [], "deleted": False}
+        reporter.info(f"GNS3 has no project {name}")
+        return DownResult(lab_file.resolve(), {}, project=name)
     pid = _open(client, project)
     running = [n for n, node in _nodes(client, pid).items() if node.get("status") != "stopped"]
     with reporter.stage("stop", f"Stopping {len(running)} node(s)"):
         client.post(f"/projects/{pid}/nodes/stop", what="stopping the nodes", timeout=300)
     if delete:
         delete_project(client, pid)
-        reporter.info(f"project {project_name(lab)} deleted")
-    return {"project": project_name(lab), "project_id": pid, "stopped": running,
-            "deleted": delete}
+        reporter.info(f"project {name} deleted")
+    return DownResult(lab_file.resolve(), dict.fromkeys(running, "stopped"), removed=delete,
+                      project=name, project_id=pid)
 
 
-def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -> dict[str, Any]:
+def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -> ExportResult:
     """The project as a portable .gns3project (a zip with its images), written atomically."""
     project = find_project(client, lab)
     if project is None:
@@ -396,8 +408,7 @@ def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -
         client.download(f"/projects/{pid}/export?include_images=true&compression=zip",
                         tmp, what=f"exporting the project {project_name(lab)}", progress=advance)
         added = _add_missing_images(lab, tmp)
-    return {"project": project_name(lab), "project_id": pid, "file": str(out),
-            "bytes": out.stat().st_size, "images_added": added}
+    return ExportResult(project_name(lab), pid, out, out.stat().st_size, tuple(added))
 
 
 def _add_missing_images(lab: Lab, archive: Path) -> list[str]:
@@ -418,3 +429,45 @@ def _add_missing_images(lab: Lab, archive: Path) -> list[str]:
     except zipfile.BadZipFile as e:
         raise MinivmError(f"the GNS3 server's export of {project_name(lab)} is not a zip: "
                           f"{e}") from e
+
+
+class Gns3Runner:
+    """Labs run as projects on a GNS3 server (:class:`minivm.lab.runner.Runner`)."""
+
+    remove_option = "--delete"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.where = client.creds.url
+
+    def up(self, lab: Lab, *, accel: str | None = None, start: bool = True,
+           wait: str | None = None, timeout: float = 300.0,
+           reporter: Reporter = QUIET) -> UpResult:
+        """``accel`` is the server's to choose (its templates' KVM setting)."""
+        return up(lab, self.client, start=start, wait=wait, timeout=timeout, reporter=reporter)
+
+    def status(self, lab: Lab) -> LabStatus:
+        return status(lab, self.client)
+
+    def down(self, lab_file: Path, *, timeout: float = STOP_TIMEOUT, remove: bool = False,
+             reporter: Reporter = QUIET) -> DownResult:
+        """``timeout``: GNS3's own stop decides how long the power-off may take."""
+        return down(lab_file, self.client, delete=remove, reporter=reporter)
+
+    def exec(self, lab_file: Path, node: str, command: list[str], *,
+             env: Mapping[str, str], user: str | None, workdir: str | None,
+             stdin: BinaryIO | None, stdout: Write, stderr: Write, timeout: float) -> int:
+        raise _local_only("exec")
+
+    def cp(self, lab_file: Path, source: str, destination: str, *, timeout: float,
+           archive: bool = False, warn: Callable[[str], None] = print) -> str:
+        raise _local_only("cp")
+
+    def export(self, lab: Lab, output: Path, *, reporter: Reporter = QUIET) -> ExportResult:
+        return export(lab, self.client, output, reporter=reporter)
+
+
+def _local_only(command: str) -> MinivmError:
+    return MinivmError(f"lab {command} reaches a node through minivm's control channel, which "
+                       "only the local runner gives its nodes",
+                       hint="use the node's console on the GNS3 server")

@@ -16,25 +16,66 @@ from minivm.lab.spec import Lab
 from minivm.vm import vmctl
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """A started node, as ``state.json`` keeps it: its QEMU (pid, argv), sockets, console
+    address, accelerator, MACs and published ports."""
+
+    pid: int
+    qmp: Path
+    console: str  # telnet:HOST:PORT or unix:PATH
+    monitor: Path
+    accel: str
+    started: float  # time.time() when started
+    node_id: str
+    argv: tuple[str, ...]
+    control: Path | None = None  # None: started by a minivm without the control channel
+    publish: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()
+    status: str = "running"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "pid": self.pid, "qmp": str(self.qmp),
+                "console": self.console, "monitor": str(self.monitor), "accel": self.accel,
+                "started": self.started, "node_id": self.node_id, "argv": list(self.argv),
+                "control": str(self.control) if self.control else None,
+                "publish": list(self.publish), "macs": list(self.macs)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NodeRecord:
+        """KeyError/TypeError/ValueError when ``data`` is not a node record."""
+        control = data.get("control")
+        return cls(pid=int(data["pid"]), qmp=Path(data["qmp"]), console=str(data["console"]),
+                   monitor=Path(data["monitor"]), accel=str(data.get("accel") or ""),
+                   started=float(data.get("started") or 0), node_id=str(data["node_id"]),
+                   argv=tuple(map(str, data.get("argv") or ())),
+                   control=Path(control) if control else None,
+                   publish=tuple(map(str, data.get("publish") or ())),
+                   macs=tuple(map(str, data.get("macs") or ())),
+                   status=str(data.get("status", "running")))
+
+
 @dataclass
 class State:
-    """What ``state.json`` records; ``nodes[name]`` holds pid, console, qmp, ports, ..."""
+    """What ``state.json`` records: the lab file and its digest, each link end's UDP port, and
+    each started node."""
 
     lab: str = ""
     digest: str = ""
     ports: dict[str, int] = field(default_factory=dict)  # endpoint key -> local UDP port
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.lab, "digest": self.digest, "ports": self.ports,
-                "nodes": self.nodes}
+                "nodes": {n: rec.to_json() for n, rec in self.nodes.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
         """The state as ``state.json`` holds it (KeyError/TypeError when it is not one)."""
         return cls(lab=str(data["lab"]), digest=str(data.get("digest", "")),
                    ports={str(k): int(v) for k, v in dict(data.get("ports", {})).items()},
-                   nodes=dict(data.get("nodes", {})))
+                   nodes={str(n): NodeRecord.from_json(rec)
+                          for n, rec in dict(data.get("nodes", {})).items()})
 
 
 def read_state(state_dir: Path) -> State:
@@ -43,7 +84,7 @@ def read_state(state_dir: Path) -> State:
         return State()
     try:
         return State.from_json(json.loads(file.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise MinivmError(f"lab state {file} is unreadable ({e})",
                           hint=f"stop any QEMU of this lab and remove {state_dir}") from e
 
@@ -71,8 +112,9 @@ def node_dir(lab: Lab | Path, name: str) -> Path:
     return (lab.state_dir if isinstance(lab, Lab) else lab) / name
 
 
-def running(rec: dict[str, Any]) -> bool:
-    return bool(rec.get("pid")) and vmctl.alive(int(rec["pid"]), marker=rec.get("qmp"))
+def running(rec: NodeRecord) -> bool:
+    """Whether the node's QEMU still runs (the pid is alive and its argv names its QMP)."""
+    return bool(rec.pid) and vmctl.alive(rec.pid, marker=str(rec.qmp))
 
 
 def clean_runtime(lab: Lab | Path, name: str) -> None:
