@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minivm.gns3 import appliance
+from minivm.gns3.bundle import Bundle
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.paths import build_dir
@@ -28,7 +29,7 @@ REFERENCE_MB = {
 }
 
 
-def bundles(out: Path, reporter: Reporter) -> dict[str, appliance.Bundle]:
+def bundles(out: Path, reporter: Reporter) -> dict[str, Bundle]:
     """Build (or reuse) both images under ``out`` and write their bundles."""
     kit = kernel.current() or kernel.build(reporter=reporter)
     context = alpine_lookalike(out / "ctx")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.init_figures import image_disks
 from bench.kernel_boot import floor_initrd, in_memory, memory_dir
-from minivm.gns3.appliance import BASE_KERNEL_ARGS
+from minivm.gns3.render import BASE_KERNEL_ARGS
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import qemu

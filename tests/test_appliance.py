@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from minivm.errors import MinivmError
-from minivm.gns3 import appliance, docker_node, reader
+from minivm.gns3 import appliance, docker_node, metadata, reader, render
 from minivm.gns3.machine import machine_from_appliance
 from minivm.image import build
 from minivm.kit import kernel
@@ -113,7 +113,7 @@ def test_bundle_is_whole_versioned_and_valid_for_gns3(project: Path) -> None:
     data = json.loads(bundle.path.read_text())
     assert bundle.path == folder / "r1.gns3a"
     assert data["registry_version"] == 6 and data["category"] == "guest"
-    assert data["appliance_id"] == str(uuid.uuid5(appliance.ID_NAMESPACE, "r1"))
+    assert data["appliance_id"] == str(uuid.uuid5(render.ID_NAMESPACE, "r1"))
     q = data["qemu"]
     assert q["kernel_command_line"] == "console=ttyS0 root=LABEL=minivm-root rw quiet"
     assert (q["adapter_type"], q["adapters"], q["console_type"], q["kvm"], q["on_close"]) == \
@@ -146,7 +146,7 @@ def test_hostile_values_are_escaped_exactly(project: Path) -> None:
     assert data["usage"].startswith(HOSTILE["usage"])
     assert data["vendor_name"] == 'Ven"dor\\ ü'
     assert data["qemu"]["kernel_command_line"].endswith(" " + HOSTILE["kernel_args"])
-    assert data["appliance_id"] == appliance.appliance_id("evil")
+    assert data["appliance_id"] == render.appliance_id("evil")
     assert gns3_errors([bundle.path])[str(bundle.path)] == {"server": None, "gui": None,
                                                             "strict": None}
     appliance.check_bundle(bundle.path)
@@ -304,7 +304,7 @@ def test_shipped_metadata_files_are_valid() -> None:
     files = sorted((REPO / "images").glob("*/appliance.yaml"))
     assert files, "no shipped appliance.yaml"
     for path in files:
-        meta = appliance.load_metadata(path)
+        meta = metadata.load_metadata(path)
         assert meta.get("description"), path
 
 

@@ -20,8 +20,10 @@ import docker
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, atomic_write_bytes, remove
-from minivm.gns3 import appliance as qemu_appliance
-from minivm.gns3.appliance import Bundle
+from minivm.gns3 import model
+from minivm.gns3.bundle import Bundle, build_record, bundle_inputs, record_inputs, unchanged_bundle
+from minivm.gns3.metadata import required_metadata
+from minivm.gns3.render import ID_NAMESPACE, render, values
 from minivm.image import engine
 from minivm.image.config import short_id
 from minivm.paths import appliances_dir
@@ -40,7 +42,7 @@ DOCKER_KEYS: dict[str, Any] = {
     "console_type": CONSOLE_TYPES, "console_http_port": "int", "console_http_path": "str",
     "extra_hosts": "str", "extra_volumes": "array",
 }
-TOP_KEYS = {k: v for k, v in qemu_appliance.TOP_KEYS.items()
+TOP_KEYS = {k: v for k, v in model.TOP_KEYS.items()
             if k not in ("qemu", "images", "versions")} | {"docker": "object"}
 # A Docker reference minivm writes: repository[:tag] (lower case; no digest, no registry port).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -50,7 +52,7 @@ REF_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_
 def appliance_id(name: str) -> str:
     """The stable id of the Docker appliance of ``name`` (not the QEMU one's: GNS3 keys
     appliances by id)."""
-    return str(uuid.uuid5(qemu_appliance.ID_NAMESPACE, f"{name}/docker"))
+    return str(uuid.uuid5(ID_NAMESPACE, f"{name}/docker"))
 
 
 def reference(name: str, image_id: str) -> str:
@@ -122,7 +124,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     """Tag the build's image ``minivm/<name>:<id>`` and write ``<name>-docker.gns3a`` (and
     with ``archive``, the image's ``docker save`` output beside it). None, with a note, when
     no engine holds the image (a build from an archive on a host without one)."""
-    folder, record, _ = qemu_appliance.build_record(name, folder)
+    folder, record, _ = build_record(name, folder)
     image_id = record.image_id
     client = client or _engine_or_none()
     if client is None or not _has_image(client, image_id):
@@ -140,11 +142,11 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
         raise MinivmError(f"cannot tag image {image_id} as {ref}: {e.explanation or e}") from None
     target = folder / archive_name(ref)
     path = gns3a_path(folder, name)
-    inputs = qemu_appliance.bundle_inputs(name, record, docker=ref, archive=archive)
-    if unchanged := qemu_appliance.unchanged_bundle(path, inputs):
+    inputs = bundle_inputs(name, record, docker=ref, archive=archive)
+    if unchanged := unchanged_bundle(path, inputs):
         reporter.info(f"[green]✓[/] Docker appliance {path} is up to date")
         return unchanged
-    meta = qemu_appliance.required_metadata(name, record)
+    meta = required_metadata(name, record)
     files = []
     if archive:
         how = save_archive(client, ref, target, reporter=reporter)
@@ -152,24 +154,24 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     for stale in folder.glob(f"{archive_name(ref).rsplit('-docker-', 1)[0]}-docker-*.tar"):
         if stale != target:
             remove(stale)
-    data = qemu_appliance.values(name, meta, record, {"root": {"version": tag}})
+    data = values(name, meta, record, {"root": {"version": tag}})
     adapters = data["adapters"]
     data.update(
         appliance_id=appliance_id(name), image=ref,
-        usage=qemu_appliance._render(
+        usage=render(
             USAGE_TEMPLATE, usage=(meta.get("usage") or "").strip(), image=ref, name=name,
             adapters=max(adapters, 1), archive=target.name,
             archived=bool(files)).strip())
-    text = qemu_appliance._render(TEMPLATE, a=data)
-    parsed = qemu_appliance.parse(text, where=f"{appliances_dir() / TEMPLATE} (rendered for "
+    text = render(TEMPLATE, a=data)
+    parsed = model.parse(text, where=f"{appliances_dir() / TEMPLATE} (rendered for "
                                               f"{name})")
     if problems := model_problems(parsed):
         raise MinivmError(f"{appliances_dir() / TEMPLATE} rendered an appliance GNS3 would "
-                          f"refuse for {name}: {qemu_appliance._summary(problems)}",
+                          f"refuse for {name}: {model.summary(problems)}",
                           hint="fix the template")
     atomic_write_bytes(path, text.encode())
     listed = [{k: f[k] for k in ("filename", "filesize")} for f in files]
-    qemu_appliance.record_inputs(path, inputs, listed)
+    record_inputs(path, inputs, listed)
     extra = f", archive {target.name} ({target.stat().st_size / 1e6:.1f} MB)" if files else ""
     reporter.info(f"[green]✓[/] Docker appliance {path} (image {ref}{extra})")
     return Bundle(path, parsed, listed)
@@ -186,12 +188,12 @@ def after_build(name: str, *, folder: Path, reporter: Reporter,
 def model_problems(data: dict[str, Any]) -> list[str]:
     """What GNS3 (server model, GUI schema, registry v6 schema) would refuse in a Docker
     appliance."""
-    problems = qemu_appliance._object_problems(data, TOP_KEYS, qemu_appliance.TOP_REQUIRED,
+    problems = model.object_problems(data, TOP_KEYS, model.TOP_REQUIRED,
                                                "appliance")
     node = data.get("docker")
     if node is None:
         return [*problems, "appliance lacks 'docker'"]
-    problems += qemu_appliance._object_problems(node, DOCKER_KEYS, DOCKER_REQUIRED, "docker")
+    problems += model.object_problems(node, DOCKER_KEYS, DOCKER_REQUIRED, "docker")
     if isinstance(node, dict):
         image = node.get("image")
         if isinstance(image, str) and not REF_RE.fullmatch(image):
@@ -206,7 +208,7 @@ def check(path: Path, data: dict[str, Any], *, client: Any = None) -> Bundle:
     """Verify a Docker appliance: GNS3's rules, and its image in the engine or in the archive
     beside it."""
     if problems := model_problems(data):
-        raise MinivmError(f"{path}: {qemu_appliance._summary(problems)}",
+        raise MinivmError(f"{path}: {model.summary(problems)}",
                           hint="GNS3 would refuse it; rewrite it with `minivm appliance NAME`")
     ref = data["docker"]["image"]
     archive = path.parent / archive_name(ref)

@@ -1,0 +1,91 @@
+"""Rendering an appliance file from its Jinja2 template (``appliances/*.j2``): every value
+escaped by ``tojson``, the template's own mistakes one line each."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from minivm import cache
+from minivm.errors import MinivmError
+from minivm.paths import ROOT_LABEL, appliances_dir
+
+if TYPE_CHECKING:
+    import jinja2
+
+USAGE_TEMPLATE = "usage.txt.j2"
+# Same name -> same appliance_id (GNS3 3.x requires one; 2.2 ignores it).
+ID_NAMESPACE = uuid.UUID("3d0f5a52-6f7c-5b0e-9a61-6d696e69766d")
+BASE_KERNEL_ARGS = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet"
+
+
+def _tojson(value: Any) -> str:
+    """JSON for one value: exact, UTF-8 kept readable, never HTML-mangled."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: a cached build renders nothing
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(appliances_dir())),
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True)
+    env.filters["tojson"] = _tojson
+    return env
+
+
+def render(template: str, **values: Any) -> str:
+    import jinja2
+
+    path = appliances_dir() / template
+    try:
+        return _environment().get_template(template).render(**values)
+    except jinja2.TemplateNotFound:
+        raise MinivmError(f"template {path} is missing",
+                          hint="restore it from the minivm sources") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise MinivmError(f"{path} line {e.lineno}: {e.message}", hint="fix the template") from None
+    except jinja2.UndefinedError as e:
+        raise MinivmError(f"{path}: {e.message}", hint="fix the template") from None
+
+
+def appliance_id(name: str) -> str:
+    """The stable id of the appliance called ``name``."""
+    return str(uuid.uuid5(ID_NAMESPACE, name))
+
+
+def values(name: str, meta: dict[str, Any], record: cache.BuildRecord,
+           files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything the template needs, computed from metadata, the build and the files."""
+    config = record.config
+    command = " ".join(shlex.quote(w) for w in [*(config.get("entrypoint") or []),
+                                                *(config.get("cmd") or [])])
+    shell = bool(re.search(r"(^|/)(sh|bash|ash|init\.sh)(\s|$)", command)) or not command
+    usage = render(USAGE_TEMPLATE, usage=(meta.get("usage") or "").strip(), command=command,
+                    shell=shell, root_label=ROOT_LABEL, name=name).strip()
+    category = meta.get("category", "guest")
+    extra = meta.get("kernel_args") or ""
+    display = meta.get("name") or name
+    return {
+        "appliance_id": appliance_id(name), "name": display,
+        "category": "multilayer_switch" if category == "switch" else category,
+        "description": meta.get("description") or f"{display}: a MiniVM built by minivm.",
+        "vendor_name": meta.get("vendor_name", "minivm"), "vendor_url": meta["vendor_url"],
+        "documentation_url": meta.get("documentation_url"),
+        "product_name": meta.get("product_name") or display,
+        "product_url": meta.get("product_url"),
+        "status": meta.get("status", "experimental"),
+        "maintainer": meta["maintainer"], "maintainer_email": meta["maintainer_email"],
+        "usage": usage, "symbol": meta.get("symbol"),
+        "first_port_name": meta.get("first_port_name"),
+        "port_name_format": meta.get("port_name_format") or "eth{0}",
+        "adapter_type": meta.get("adapter_type", "virtio-net-pci"),
+        "adapters": meta.get("adapters", 1), "ram": meta.get("ram", 256),
+        "cpus": meta.get("cpus"), "disk_interface": meta.get("disk_interface", "scsi"),
+        "kvm": meta.get("kvm", "allow"), "options": (meta.get("options") or "").strip(),
+        "kernel_command_line": f"{BASE_KERNEL_ARGS} {extra}".strip(),
+        "version": files["root"]["version"], "files": files,
+    }
