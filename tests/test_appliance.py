@@ -9,6 +9,7 @@ real and boot the bundle from the .gns3a alone, with the one command-line builde
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -417,3 +418,9 @@ def test_unchanged_bundle_is_reused_and_a_changed_input_rewrites_it(project: Pat
     assert changed.appliance["qemu"]["ram"] == 128
     assert json.loads(changed.path.read_text())["qemu"]["ram"] == 128
 
+
+
+def test_metadata_record_names_every_metadata_key() -> None:
+    assert [f.name for f in dataclasses.fields(metadata.Metadata)] == list(metadata.METADATA_KEYS)
+    checked = metadata.check_metadata({"adapters": 0, "kernel_args": ["a", "b"]}, where="t")
+    assert metadata.Metadata.from_json(checked).to_json() == {"adapters": 0, "kernel_args": "a b"}

@@ -159,7 +159,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     data.update(
         appliance_id=appliance_id(name), image=ref,
         usage=render(
-            USAGE_TEMPLATE, usage=(meta.get("usage") or "").strip(), image=ref, name=name,
+            USAGE_TEMPLATE, usage=(meta.usage or "").strip(), image=ref, name=name,
             adapters=max(adapters, 1), archive=target.name,
             archived=bool(files)).strip())
     text = render(TEMPLATE, a=data)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,45 @@ def metadata_files(name: str, record: cache.BuildRecord) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Metadata:
+    """An appliance's metadata, every source merged (None: no source says it). The fields are
+    :data:`METADATA_KEYS`, with the values :func:`check_metadata` lets through."""
+
+    name: str | None = None
+    description: str | None = None
+    usage: str | None = None
+    symbol: str | None = None
+    category: str | None = None
+    status: str | None = None
+    vendor_name: str | None = None
+    vendor_url: str | None = None
+    product_name: str | None = None
+    product_url: str | None = None
+    documentation_url: str | None = None
+    maintainer: str | None = None
+    maintainer_email: str | None = None
+    first_port_name: str | None = None
+    port_name_format: str | None = None
+    adapters: int | None = None
+    ram: int | None = None
+    cpus: int | None = None
+    adapter_type: str | None = None
+    kvm: str | None = None
+    disk_interface: str | None = None
+    kernel_args: str | None = None
+    options: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Metadata:
+        """From checked metadata (:func:`check_metadata`'s output)."""
+        return cls(**data)
+
+
+def metadata(name: str, record: cache.BuildRecord) -> Metadata:
     """Every source merged key by key: defaults.yaml, image labels, then the metadata files
     (later wins; a null value keeps the earlier one)."""
     defaults = appliances_dir() / DEFAULTS_FILE
@@ -188,14 +227,14 @@ def metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
-    return merged
+    return Metadata.from_json(merged)
 
 
-def required_metadata(name: str, record: cache.BuildRecord) -> dict[str, Any]:
+def required_metadata(name: str, record: cache.BuildRecord) -> Metadata:
     """:func:`metadata`, with the keys GNS3's import needs checked (either appliance kind)."""
     meta = metadata(name, record)
     for key in ("vendor_url", "maintainer", "maintainer_email"):
-        if not meta.get(key):
+        if not getattr(meta, key):
             raise MinivmError(f"no {key} for {name} (GNS3's import needs one)",
                               hint=f"set it in {appliances_dir() / DEFAULTS_FILE}")
     return meta

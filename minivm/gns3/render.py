@@ -7,16 +7,18 @@ import json
 import re
 import shlex
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from minivm import cache
 from minivm.errors import MinivmError
+from minivm.gns3.metadata import Metadata
 from minivm.paths import ROOT_LABEL, appliances_dir
 
 if TYPE_CHECKING:
     import jinja2
 
 USAGE_TEMPLATE = "usage.txt.j2"
+T = TypeVar("T")
 # Same name -> same appliance_id (GNS3 3.x requires one; 2.2 ignores it).
 ID_NAMESPACE = uuid.UUID("3d0f5a52-6f7c-5b0e-9a61-6d696e69766d")
 BASE_KERNEL_ARGS = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet"
@@ -57,35 +59,36 @@ def appliance_id(name: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, name))
 
 
-def values(name: str, meta: dict[str, Any], record: cache.BuildRecord,
+def values(name: str, meta: Metadata, record: cache.BuildRecord,
            files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything the template needs, computed from metadata, the build and the files."""
     config = record.config
     command = " ".join(shlex.quote(w) for w in [*(config.get("entrypoint") or []),
                                                 *(config.get("cmd") or [])])
     shell = bool(re.search(r"(^|/)(sh|bash|ash|init\.sh)(\s|$)", command)) or not command
-    usage = render(USAGE_TEMPLATE, usage=(meta.get("usage") or "").strip(), command=command,
-                    shell=shell, root_label=ROOT_LABEL, name=name).strip()
-    category = meta.get("category", "guest")
-    extra = meta.get("kernel_args") or ""
-    display = meta.get("name") or name
+    usage = render(USAGE_TEMPLATE, usage=(meta.usage or "").strip(), command=command,
+                   shell=shell, root_label=ROOT_LABEL, name=name).strip()
+    category = _given(meta.category, "guest")
+    display = meta.name or name
     return {
         "appliance_id": appliance_id(name), "name": display,
         "category": "multilayer_switch" if category == "switch" else category,
-        "description": meta.get("description") or f"{display}: a MiniVM built by minivm.",
-        "vendor_name": meta.get("vendor_name", "minivm"), "vendor_url": meta["vendor_url"],
-        "documentation_url": meta.get("documentation_url"),
-        "product_name": meta.get("product_name") or display,
-        "product_url": meta.get("product_url"),
-        "status": meta.get("status", "experimental"),
-        "maintainer": meta["maintainer"], "maintainer_email": meta["maintainer_email"],
-        "usage": usage, "symbol": meta.get("symbol"),
-        "first_port_name": meta.get("first_port_name"),
-        "port_name_format": meta.get("port_name_format") or "eth{0}",
-        "adapter_type": meta.get("adapter_type", "virtio-net-pci"),
-        "adapters": meta.get("adapters", 1), "ram": meta.get("ram", 256),
-        "cpus": meta.get("cpus"), "disk_interface": meta.get("disk_interface", "scsi"),
-        "kvm": meta.get("kvm", "allow"), "options": (meta.get("options") or "").strip(),
-        "kernel_command_line": f"{BASE_KERNEL_ARGS} {extra}".strip(),
+        "description": meta.description or f"{display}: a MiniVM built by minivm.",
+        "vendor_name": _given(meta.vendor_name, "minivm"), "vendor_url": meta.vendor_url,
+        "documentation_url": meta.documentation_url,
+        "product_name": meta.product_name or display, "product_url": meta.product_url,
+        "status": _given(meta.status, "experimental"),
+        "maintainer": meta.maintainer, "maintainer_email": meta.maintainer_email,
+        "usage": usage, "symbol": meta.symbol, "first_port_name": meta.first_port_name,
+        "port_name_format": meta.port_name_format or "eth{0}",
+        "adapter_type": _given(meta.adapter_type, "virtio-net-pci"),
+        "adapters": _given(meta.adapters, 1), "ram": _given(meta.ram, 256), "cpus": meta.cpus,
+        "disk_interface": _given(meta.disk_interface, "scsi"), "kvm": _given(meta.kvm, "allow"),
+        "options": (meta.options or "").strip(),
+        "kernel_command_line": f"{BASE_KERNEL_ARGS} {meta.kernel_args or ''}".strip(),
         "version": files["root"]["version"], "files": files,
     }
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
