@@ -112,7 +112,7 @@ def main() -> None:
         t = time.monotonic()
         push.push(client, app)
         again_push = time.monotonic() - t
-        print(f"push (4 files, {sum(f['size'] for f in push.bundle_files(app)) / 1e6:.1f} MB): "
+        print(f"push (4 files, {sum(f.size for f in push.bundle_files(app)) / 1e6:.1f} MB): "
               f"{first_push:.2f} s; again (no-op): {again_push:.2f} s")
         for n in args.sizes:
             one = lab_file(work / f"g{n}", bundle, n, remote=False)

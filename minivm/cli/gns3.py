@@ -47,13 +47,13 @@ def push(appliance: Annotated[str, typer.Argument(
     client = connect(url, user, password)
     result = push_mod.push(client, app_, reporter=rep)
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    images, template = result["images"], result["template"]
-    if not result["changed"]:
-        rep.info(f"{app_.name}: already on {client.creds.url} ({len(images['skipped'])} "
+    images, template = result.images, result.template
+    if not result.changed:
+        rep.info(f"{app_.name}: already on {client.creds.url} ({len(images.skipped)} "
                  f"file(s) with the same md5, template unchanged); nothing to do")
         return
-    rep.info(f"{app_.name}: {len(images['uploaded'])} file(s) uploaded, "
-             f"{len(images['skipped'])} already there; template {template['action']} "
-             f"({template['template_id']})")
+    rep.info(f"{app_.name}: {len(images.uploaded)} file(s) uploaded, "
+             f"{len(images.skipped)} already there; template {template.action} "
+             f"({template.template_id})")

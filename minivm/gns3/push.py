@@ -10,6 +10,8 @@ GNS3 3.0 has no API that takes a .gns3a file, so the template is made from the a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from minivm.errors import MinivmError
@@ -26,6 +28,64 @@ QEMU_KEYS = ("adapter_type", "adapters", "ram", "cpus", "console_type", "kernel_
              "hdd_disk_interface")
 
 
+@dataclass(frozen=True)
+class BundleFile:
+    """A file a node of an appliance needs: its role (``hda_disk_image``, ``initrd``...), name,
+    local path, md5 and size."""
+
+    role: str
+    filename: str
+    path: Path
+    md5: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Images:
+    """What one push did with each file: uploaded, skipped (same md5 there), replaced."""
+
+    uploaded: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"uploaded": list(self.uploaded), "skipped": list(self.skipped),
+                "replaced": list(self.replaced)}
+
+
+@dataclass(frozen=True)
+class Template:
+    """The template of a push: its id, and whether it was created, updated (which settings)
+    or left unchanged."""
+
+    template_id: str
+    action: str
+    changed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"template_id": self.template_id, "action": self.action}
+        return out | ({"changed": list(self.changed)} if self.action == "updated" else {})
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """An appliance installed on a server (``changed`` false: nothing had to be done)."""
+
+    appliance: str
+    server: str
+    images: Images
+    template: Template
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.images.uploaded) or self.template.action != "unchanged"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"appliance": self.appliance, "server": self.server,
+                "images": self.images.to_json(), "template": self.template.to_json(),
+                "changed": self.changed}
+
+
 def bundle_data(app: reader.Appliance) -> dict[str, Any]:
     """The decoded .gns3a of a loaded appliance."""
     try:
@@ -34,7 +94,7 @@ def bundle_data(app: reader.Appliance) -> dict[str, Any]:
         raise MinivmError(f"{app.path}: not a readable appliance file: {e}") from e
 
 
-def bundle_files(app: reader.Appliance) -> list[dict[str, Any]]:
+def bundle_files(app: reader.Appliance) -> list[BundleFile]:
     """The files a node of ``app`` needs: name, local path, md5 and size (from the .gns3a)."""
     data = bundle_data(app)
     listed = {i["filename"]: i for i in data.get("images", []) if isinstance(i, dict)}
@@ -50,8 +110,8 @@ def bundle_files(app: reader.Appliance) -> list[dict[str, Any]]:
         if entry.get("filesize") not in (None, size):
             raise MinivmError(f"{path} is {size} bytes, {app.path.name} says "
                               f"{entry['filesize']}", hint="rebuild the bundle: minivm appliance")
-        files.append({"role": key, "filename": name, "path": path,
-                      "md5": entry.get("md5sum") or md5_file(path), "size": size})
+        files.append(BundleFile(key, name, path, str(entry.get("md5sum") or md5_file(path)),
+                                size))
     return files
 
 
@@ -80,29 +140,30 @@ def server_images(client: Client) -> dict[str, dict[str, Any]]:
 
 
 def upload_images(client: Client, app: reader.Appliance, *,
-                  reporter: Reporter = QUIET) -> dict[str, list[str]]:
+                  reporter: Reporter = QUIET) -> Images:
     """Upload the bundle's files the server lacks; a same-named file with another md5 is
     replaced (GNS3 refuses while a template still uses it, and says so)."""
     have = server_images(client)
-    done: dict[str, list[str]] = {"uploaded": [], "skipped": [], "replaced": []}
+    uploaded: list[str] = []
+    skipped: list[str] = []
+    replaced: list[str] = []
     for f in bundle_files(app):
-        name = f["filename"]
-        old = have.get(name)
-        if old and old.get("checksum") == f["md5"]:
-            done["skipped"].append(name)
+        old = have.get(f.filename)
+        if old and old.get("checksum") == f.md5:
+            skipped.append(f.filename)
             continue
         if old:
             client.delete(f"/images/{image_path(old['path'])}",
-                          what=f"replacing the image {name} (another md5 on the server)")
-            done["replaced"].append(name)
-        with reporter.bytes(f"uploading {name}", total=f["size"]) as advance:
-            client.upload(f"/images/upload/{image_path(name)}", f["path"],
-                          what=f"uploading {name}", progress=advance)
-        done["uploaded"].append(name)
-    return done
+                          what=f"replacing the image {f.filename} (another md5 on the server)")
+            replaced.append(f.filename)
+        with reporter.bytes(f"uploading {f.filename}", total=f.size) as advance:
+            client.upload(f"/images/upload/{image_path(f.filename)}", f.path,
+                          what=f"uploading {f.filename}", progress=advance)
+        uploaded.append(f.filename)
+    return Images(tuple(uploaded), tuple(skipped), tuple(replaced))
 
 
-def install_template(client: Client, app: reader.Appliance) -> dict[str, Any]:
+def install_template(client: Client, app: reader.Appliance) -> Template:
     """Create the template, or update the one of the same name when its settings differ."""
     wanted = template_settings(app)
     for template in client.get("/templates") or []:
@@ -113,20 +174,17 @@ def install_template(client: Client, app: reader.Appliance) -> dict[str, Any]:
                               "QEMU appliance template", hint="rename or delete that template")
         changed = {k: v for k, v in wanted.items() if template.get(k) != v}
         changed.pop("template_type", None)
-        tid = template["template_id"]
+        tid = str(template["template_id"])
         if not changed:
-            return {"template_id": tid, "action": "unchanged"}
+            return Template(tid, "unchanged")
         client.put(f"/templates/{tid}", changed, what=f"updating the template {app.name}")
-        return {"template_id": tid, "action": "updated", "changed": sorted(changed)}
+        return Template(tid, "updated", tuple(sorted(changed)))
     made = client.post("/templates", wanted, what=f"creating the template {app.name}")
-    return {"template_id": made["template_id"], "action": "created"}
+    return Template(str(made["template_id"]), "created")
 
 
-def push(client: Client, app: reader.Appliance, *, reporter: Reporter = QUIET) -> dict[str, Any]:
-    """Images, then template; returns what was done (``changed`` false: nothing was)."""
+def push(client: Client, app: reader.Appliance, *, reporter: Reporter = QUIET) -> Pushed:
+    """Images, then template; returns what was done."""
     with reporter.stage(f"images:{app.name}", f"Images of {app.name} on {client.creds.url}"):
         images = upload_images(client, app, reporter=reporter)
-    template = install_template(client, app)
-    changed = bool(images["uploaded"]) or template["action"] != "unchanged"
-    return {"appliance": app.name, "server": client.creds.url, "images": images,
-            "template": template, "changed": changed}
+    return Pushed(app.name, client.creds.url, images, install_template(client, app))

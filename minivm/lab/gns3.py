@@ -144,7 +144,7 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     for ``wait`` on their consoles). Returns what the project holds and what this call did."""
     refuse_externals(lab)
     computes = resolve_computes(client, lab)
-    pushed = {}
+    pushed: dict[str, push.Pushed] = {}
     for app in {n.appliance.path: n.appliance for n in lab.nodes.values()}.values():
         pushed[app.name] = push.push(client, app, reporter=reporter)
     project = find_project(client, lab)
@@ -420,11 +420,11 @@ def _add_missing_images(lab: Lab, archive: Path) -> list[str]:
             added = []
             for app in {n.appliance.path: n.appliance for n in lab.nodes.values()}.values():
                 for f in push.bundle_files(app):
-                    if f["filename"] not in present:
-                        z.write(f["path"], f"images/QEMU/{f['filename']}",
+                    if f.filename not in present:
+                        z.write(f.path, f"images/QEMU/{f.filename}",
                                 compress_type=zipfile.ZIP_STORED)
-                        present.add(f["filename"])
-                        added.append(f["filename"])
+                        present.add(f.filename)
+                        added.append(f.filename)
             return added
     except zipfile.BadZipFile as e:
         raise MinivmError(f"the GNS3 server's export of {project_name(lab)} is not a zip: "

@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from minivm.lab.spec import STOP_TIMEOUT, Lab
 from minivm.ui import QUIET, Reporter
+
+if TYPE_CHECKING:
+    from minivm.gns3.push import Pushed
 
 PUBLISH_NIC = "publish0"  # the name the init gives the published ports' NIC
 
@@ -91,11 +94,12 @@ class Made:
     project: bool
     nodes: tuple[str, ...]
     links: tuple[str, ...]
-    appliances: dict[str, Any] = field(default_factory=dict)  # name -> push report (JSON)
+    appliances: dict[str, Pushed] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"created_project": self.project, "created_nodes": list(self.nodes),
-                "created_links": list(self.links), "appliances": self.appliances}
+                "created_links": list(self.links),
+                "appliances": {n: p.to_json() for n, p in self.appliances.items()}}
 
 
 @dataclass(frozen=True)
