@@ -20,6 +20,7 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -48,6 +49,37 @@ ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
 MAX_PARALLEL_STARTS = 8
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Gns3Node:
+    """A node as the server describes it (the fields minivm reads; its JSON stays at the
+    edge). ``console``: the telnet port, when the node has one."""
+
+    node_id: str
+    name: str
+    node_type: str
+    compute_id: str
+    status: str
+    console: int | None
+    console_type: str
+    console_host: str
+    properties: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Gns3Node:
+        """A MinivmError when the server's answer is not a node."""
+        try:
+            console = data.get("console")
+            return cls(node_id=str(data["node_id"]), name=str(data.get("name")),
+                       node_type=str(data.get("node_type")),
+                       compute_id=str(data.get("compute_id")), status=str(data.get("status")),
+                       console=int(console) if console else None,
+                       console_type=str(data.get("console_type")),
+                       console_host=str(data.get("console_host") or ""),
+                       properties=dict(data.get("properties") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MinivmError(f"the GNS3 server answered a node that is not one ({e})") from e
 
 
 def node_properties(lab: Lab, name: str) -> dict[str, Any]:
@@ -129,8 +161,9 @@ def _open(client: Client, project: dict[str, Any]) -> str:
     return pid
 
 
-def _nodes(client: Client, pid: str) -> dict[str, dict[str, Any]]:
-    return {str(n["name"]): n for n in client.get(f"/projects/{pid}/nodes") or []}
+def _nodes(client: Client, pid: str) -> dict[str, Gns3Node]:
+    nodes = [Gns3Node.from_json(n) for n in client.get(f"/projects/{pid}/nodes") or []]
+    return {n.name: n for n in nodes}
 
 
 def _link_key(ends: list[dict[str, Any]]) -> frozenset[tuple[str, int, int]]:
@@ -170,52 +203,53 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     # the lab stays up (its consoles tell why).
     waits = watch.result(list(started), reporter=reporter)
     made = Made(project=created_project,
-                nodes=tuple(n for n in lab.nodes if nodes[n]["node_id"] in new_nodes),
+                nodes=tuple(n for n in lab.nodes if nodes[n].node_id in new_nodes),
                 links=tuple(link.text for link in lab.links if links[link.text] in new_links),
                 appliances=pushed)
     return UpResult(status(lab, client), tuple(started), waits, made)
 
 
 def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
-                new_nodes: list[str]) -> dict[str, dict[str, Any]]:
+                new_nodes: list[str]) -> dict[str, Gns3Node]:
     have = _nodes(client, pid)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Gns3Node] = {}
     for i, name in enumerate(lab.nodes):
         app = lab.nodes[name].appliance
         props = node_properties(lab, name)
         node = have.get(name)
         if node is not None:
-            if node.get("node_type") != "qemu" or str(node.get("compute_id")) != computes[name]:
+            if node.node_type != "qemu" or node.compute_id != computes[name]:
                 raise MinivmError(f"project {project_name(lab)} has a node {name} of type "
-                                  f"{node.get('node_type')} on compute {node.get('compute_id')}; "
+                                  f"{node.node_type} on compute {node.compute_id}; "
                                   f"the lab wants a QEMU node on {computes[name]}",
                                   hint="delete that node, or the project (lab down --delete)")
-            changed = {k: v for k, v in props.items() if node["properties"].get(k) != v}
+            changed = {k: v for k, v in props.items() if node.properties.get(k) != v}
             if changed:
-                node = client.put(f"/projects/{pid}/nodes/{node['node_id']}",
-                                  {"properties": changed}, what=f"updating node {name}")
+                node = Gns3Node.from_json(client.put(
+                    f"/projects/{pid}/nodes/{node.node_id}", {"properties": changed},
+                    what=f"updating node {name}"))
             out[name] = node
             continue
         body = {"name": name, "node_type": "qemu", "compute_id": computes[name],
                 "properties": props, "port_name_format": app.port_name_format,
                 "x": (i % GRID) * 160 - 240, "y": (i // GRID) * 140 - 70}
-        node = client.post(f"/projects/{pid}/nodes", body, what=f"creating node {name}",
-                           timeout=1200)
-        new_nodes.append(str(node["node_id"]))
-        if node.get("name") != name:
-            raise MinivmError(f"GNS3 named node {name} {node.get('name')!r} instead")
+        node = Gns3Node.from_json(client.post(f"/projects/{pid}/nodes", body,
+                                              what=f"creating node {name}", timeout=1200))
+        new_nodes.append(node.node_id)
+        if node.name != name:
+            raise MinivmError(f"GNS3 named node {name} {node.name!r} instead")
         out[name] = node
     return out
 
 
-def _make_links(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, Any]],
+def _make_links(lab: Lab, client: Client, pid: str, nodes: dict[str, Gns3Node],
                 new_links: list[str]) -> dict[str, str]:
     have = {_link_key(link["nodes"]): str(link["link_id"])
             for link in client.get(f"/projects/{pid}/links") or []}
     out: dict[str, str] = {}
     for link in lab.links:
         assert not isinstance(link.b, External)
-        ends = [{"node_id": nodes[n]["node_id"], "adapter_number": a, "port_number": 0}
+        ends = [{"node_id": nodes[n].node_id, "adapter_number": a, "port_number": 0}
                 for n, a in (link.a, link.b)]
         key = _link_key(ends)
         if key in have:
@@ -228,17 +262,17 @@ def _make_links(lab: Lab, client: Client, pid: str, nodes: dict[str, dict[str, A
     return out
 
 
-def console_address(client: Client, node: dict[str, Any],
+def console_address(client: Client, node: Gns3Node,
                     hosts: dict[str, str] | None = None) -> str | None:
     """``telnet:HOST:PORT`` of a node's console (None without a telnet console)."""
-    if node.get("console_type") != "telnet" or not node.get("console"):
+    if node.console_type != "telnet" or not node.console:
         return None
-    host = str(node.get("console_host") or "")
+    host = node.console_host
     if host in ANY_ADDRESS:
-        host = (hosts or {}).get(str(node.get("compute_id")), "") or ""
+        host = (hosts or {}).get(node.compute_id, "") or ""
     if host in ANY_ADDRESS:
         host = urlparse(client.creds.url).hostname or "127.0.0.1"
-    return f"telnet:{host}:{node['console']}"
+    return f"telnet:{host}:{node.console}"
 
 
 def _compute_hosts(client: Client) -> dict[str, str]:
@@ -290,18 +324,18 @@ class _Watch:
         return self.seen
 
 
-def _start(client: Client, pid: str, nodes: dict[str, dict[str, Any]],
+def _start(client: Client, pid: str, nodes: dict[str, Gns3Node],
            started: dict[str, str], watch: _Watch, *, reporter: Reporter) -> None:
     """Start the nodes not running, all at once (as the local runner does); with a --wait
     pattern, each node's console is watched from the moment its start returns."""
     hosts = _compute_hosts(client)
-    todo = {name: node for name, node in nodes.items() if node.get("status") != "started"}
+    todo = {name: node for name, node in nodes.items() if node.status != "started"}
     addresses = {name: console_address(client, node, hosts) for name, node in todo.items()}
     if watch.pattern and (none := [n for n, a in addresses.items() if a is None]):
         raise MinivmError(f"{', '.join(none)}: no telnet console to --wait on")
 
     def start_one(name: str) -> None:
-        node_id = str(todo[name]["node_id"])
+        node_id = todo[name].node_id
         client.post(f"/projects/{pid}/nodes/{node_id}/start", {}, what=f"starting node {name}",
                     timeout=300)
         started[name] = node_id
@@ -370,8 +404,7 @@ def status(lab: Lab, client: Client) -> LabStatus:
     for name in lab.nodes:
         node = have.get(name)
         nodes[name] = NodeState(ABSENT) if node is None else NodeState(
-            str(node.get("status")), node_id=str(node["node_id"]),
-            compute_id=str(node.get("compute_id")),
+            node.status, node_id=node.node_id, compute_id=node.compute_id,
             console=console_address(client, node, hosts))
     return LabStatus(lab=lab.path, server=client.creds.url, project=project_name(lab),
                      project_id=pid, nodes=nodes, links=links)
@@ -387,7 +420,7 @@ def down(lab_file: Path, client: Client, *, delete: bool = False,
         reporter.info(f"GNS3 has no project {name}")
         return DownResult(lab_file.resolve(), {}, project=name)
     pid = _open(client, project)
-    running = [n for n, node in _nodes(client, pid).items() if node.get("status") != "stopped"]
+    running = [n for n, node in _nodes(client, pid).items() if node.status != "stopped"]
     with reporter.stage("stop", f"Stopping {len(running)} node(s)"):
         client.post(f"/projects/{pid}/nodes/stop", what="stopping the nodes", timeout=300)
     if delete:
