@@ -47,9 +47,9 @@ def main() -> None:
     for name, bundle in written.items():
         ours_total = ref_total = 0.0
         for f in bundle.files:
-            ours, ref = f["filesize"] / 1e6, REFERENCE_MB[name][f["role"]]
+            ours, ref = f.filesize / 1e6, REFERENCE_MB[name][str(f.role)]
             ours_total, ref_total = ours_total + ours, ref_total + ref
-            print(f"{name:15} {f['role']:8} {ours:10.2f} {ref:13.2f} {ours / ref:6.2f}")
+            print(f"{name:15} {f.role!s:8} {ours:10.2f} {ref:13.2f} {ours / ref:6.2f}")
         print(f"{name:15} {'total':8} {ours_total:10.2f} {ref_total:13.2f} "
               f"{ours_total / ref_total:6.2f}")
         print(f"{'':15} {bundle.path}")

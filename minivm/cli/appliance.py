@@ -41,10 +41,10 @@ def appliance(
             emit_json({"ok": True, **result.to_json()})
         elif not quiet and "docker" in result.appliance:
             image = result.appliance["docker"]["image"]
-            where = f"archive {result.files[0]['filename']}" if result.files else "the engine"
+            where = f"archive {result.files[0].filename}" if result.files else "the engine"
             typer.echo(f"ok: {check} (Docker node, image {image} in {where})")
         elif not quiet:
-            total = sum(f["filesize"] for f in result.files)
+            total = sum(f.filesize for f in result.files)
             typer.echo(f"ok: {check} ({len(result.files)} files, {total / 1e6:.1f} MB, "
                        "all present with the right size and md5)")
         return

@@ -17,6 +17,7 @@ from minivm.fsutil import atomic_write_bytes, md5_file, remove
 from minivm.gns3 import docker_node
 from minivm.gns3.bundle import (
     Bundle,
+    BundleFile,
     build_record,
     bundle_inputs,
     named_files,
@@ -52,14 +53,14 @@ def current_kit() -> kernel.Kit:
 
 
 def _file(role: str, path: Path, version: str,
-          known: dict[str, Any] | None = None) -> dict[str, Any]:
+          known: dict[str, Any] | None = None) -> BundleFile:
     """A file's entry in the appliance. ``known``: the record (size, md5) written with the
     file when it was made (build record, kit manifest): its md5 is reused while the size
     matches, so that an unchanged bundle costs no hashing of ~50 MB."""
     size = path.stat().st_size
     md5 = known["md5"] if known and known.get("size") == size and known.get("md5") else None
-    return {"role": role, "filename": path.name, "version": version,
-            "md5sum": md5 or md5_file(path), "filesize": size}
+    return BundleFile(path.name, size, role=role, version=version,
+                      md5sum=md5 or md5_file(path))
 
 
 def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
@@ -91,7 +92,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     if kit.modules is not None:
         files["modules"] = _file("modules", folder / kit.modules.name, kit.folder.name,
                                  made.get("modules"))
-    data = values(name, meta, record, files)
+    data = values(name, meta, record, version=image12, files=files)
     text = render(TEMPLATE, a=data)
     appliance = parse(text, where=f"{appliances_dir() / TEMPLATE} (rendered for {name})")
     problems = model_problems(appliance) + kernel_problems(appliance)
@@ -100,14 +101,14 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
                           f"refuse for {name}: {summary(problems)}", hint="fix the template")
     atomic_write_bytes(gns3a, text.encode())
     record_inputs(gns3a, inputs, list(files.values()))
-    for stale in previous - {f["filename"] for f in files.values()} - {root.name, gns3a.name}:
+    for stale in previous - {f.filename for f in files.values()} - {root.name, gns3a.name}:
         if "/" not in stale and stale not in ("", ".", ".."):
             remove(folder / stale)
-    total = sum(f["filesize"] for f in files.values())
+    total = sum(f.filesize for f in files.values())
     if copied := [role for role, h in how.items() if h == "copy"]:
         reporter.info(f"  copied (not hard-linked: another filesystem): {', '.join(copied)}")
     reporter.info(f"[green]✓[/] appliance {gns3a} ({len(files)} files, {total / 1e6:.1f} MB)")
-    return Bundle(gns3a, appliance, list(files.values()))
+    return Bundle(gns3a, appliance, tuple(files.values()))
 
 
 def after_build(name: str, *, folder: Path, reporter: Reporter) -> Bundle | None:
@@ -142,5 +143,6 @@ def check_bundle(path: Path) -> Bundle:
         raise MinivmError(f"{path}: {summary(problems)}",
                           hint="the bundle was changed after it was written; rewrite it with "
                                "`minivm appliance NAME`")
-    files = [{k: i[k] for k in IMAGE_REQUIRED} for i in data["images"]]
+    files = tuple(BundleFile.from_json({k: i[k] for k in IMAGE_REQUIRED})
+                  for i in data["images"])
     return Bundle(path, data, files)

@@ -10,7 +10,8 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,44 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
+class BundleFile:
+    """A file of a bundle, beside its .gns3a: name and size; for a QEMU appliance its role
+    (root, kernel, initrd, modules), version and md5; for a Docker archive how it was made
+    (kept, written)."""
+
+    filename: str
+    filesize: int
+    role: str | None = None
+    version: str | None = None
+    md5sum: str | None = None
+    how: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BundleFile:
+        """KeyError/TypeError/ValueError when ``data`` is not one."""
+        def text(key: str) -> str | None:
+            return None if data.get(key) is None else str(data[key])
+        return cls(filename=str(data["filename"]), filesize=int(data["filesize"]),
+                   role=text("role"), version=text("version"), md5sum=text("md5sum"),
+                   how=text("how"))
+
+
+@dataclass(frozen=True)
 class Bundle:
-    """A written (or checked) appliance bundle."""
+    """A written (or checked) appliance bundle: its .gns3a, that file's JSON, its files."""
 
     path: Path
     appliance: dict[str, Any]
-    files: list[dict[str, Any]] = field(default_factory=list)
+    files: tuple[BundleFile, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"gns3a": str(self.path), "name": self.appliance["name"],
                 "appliance_id": self.appliance["appliance_id"],
-                "files": self.files, "total_bytes": sum(f["filesize"] for f in self.files)}
+                "files": [f.to_json() for f in self.files],
+                "total_bytes": sum(f.filesize for f in self.files)}
 
 
 def build_record(name: str, folder: Path | None = None
@@ -96,10 +124,11 @@ def bundle_inputs(name: str, record: cache.BuildRecord, **more: Any) -> str:
                      templates=sha256_tree(appliances_dir()), **more)
 
 
-def record_inputs(gns3a: Path, inputs: str, files: list[dict[str, Any]]) -> None:
+def record_inputs(gns3a: Path, inputs: str, files: Sequence[BundleFile]) -> None:
     """Write what the appliance at ``gns3a`` was made from, beside it (after the file)."""
     atomic_write_bytes(_key_file(gns3a), (json.dumps(
-        {"key": inputs, "files": files}, sort_keys=True) + "\n").encode())
+        {"key": inputs, "files": [f.to_json() for f in files]}, sort_keys=True) + "\n"
+    ).encode())
 
 
 def unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
@@ -109,12 +138,12 @@ def unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
         saved = json.loads(_key_file(gns3a).read_text())
         if saved["key"] != inputs:
             return None
-        files = list(saved["files"])
+        files = tuple(BundleFile.from_json(f) for f in saved["files"])
         for f in files:
-            if (gns3a.parent / f["filename"]).stat().st_size != f["filesize"]:
+            if (gns3a.parent / f.filename).stat().st_size != f.filesize:
                 return None
         return Bundle(gns3a, json.loads(gns3a.read_text(encoding="utf-8")), files)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -21,7 +21,14 @@ import docker
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path, atomic_write_bytes, remove
 from minivm.gns3 import model
-from minivm.gns3.bundle import Bundle, build_record, bundle_inputs, record_inputs, unchanged_bundle
+from minivm.gns3.bundle import (
+    Bundle,
+    BundleFile,
+    build_record,
+    bundle_inputs,
+    record_inputs,
+    unchanged_bundle,
+)
 from minivm.gns3.metadata import required_metadata
 from minivm.gns3.render import ID_NAMESPACE, render, values
 from minivm.image import engine
@@ -147,14 +154,14 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
         reporter.info(f"[green]✓[/] Docker appliance {path} is up to date")
         return unchanged
     meta = required_metadata(name, record)
-    files = []
+    files: list[BundleFile] = []
     if archive:
         how = save_archive(client, ref, target, reporter=reporter)
-        files.append({"filename": target.name, "filesize": target.stat().st_size, "how": how})
+        files.append(BundleFile(target.name, target.stat().st_size, how=how))
     for stale in folder.glob(f"{archive_name(ref).rsplit('-docker-', 1)[0]}-docker-*.tar"):
         if stale != target:
             remove(stale)
-    data = values(name, meta, record, {"root": {"version": tag}})
+    data = values(name, meta, record, version=tag, files={})
     adapters = data["adapters"]
     data.update(
         appliance_id=appliance_id(name), image=ref,
@@ -170,7 +177,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
                           f"refuse for {name}: {model.summary(problems)}",
                           hint="fix the template")
     atomic_write_bytes(path, text.encode())
-    listed = [{k: f[k] for k in ("filename", "filesize")} for f in files]
+    listed = tuple(BundleFile(f.filename, f.filesize) for f in files)
     record_inputs(path, inputs, listed)
     extra = f", archive {target.name} ({target.stat().st_size / 1e6:.1f} MB)" if files else ""
     reporter.info(f"[green]✓[/] Docker appliance {path} (image {ref}{extra})")
@@ -212,12 +219,12 @@ def check(path: Path, data: dict[str, Any], *, client: Any = None) -> Bundle:
                           hint="GNS3 would refuse it; rewrite it with `minivm appliance NAME`")
     ref = data["docker"]["image"]
     archive = path.parent / archive_name(ref)
-    files = []
+    files: tuple[BundleFile, ...] = ()
     if archive.is_file():
         if ref not in archive_tags(archive):
             raise MinivmError(f"{archive} does not hold {ref}",
                               hint="rewrite it with `minivm appliance NAME --docker-archive`")
-        files.append({"filename": archive.name, "filesize": archive.stat().st_size})
+        files = (BundleFile(archive.name, archive.stat().st_size),)
     client = client or _engine_or_none()
     if not files and (client is None or not _has_image(client, ref)):
         where = "no Docker engine answers" if client is None else "the Docker engine lacks it"

@@ -7,10 +7,12 @@ import json
 import re
 import shlex
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from minivm import cache
 from minivm.errors import MinivmError
+from minivm.gns3.bundle import BundleFile
 from minivm.gns3.metadata import Metadata
 from minivm.paths import ROOT_LABEL, appliances_dir
 
@@ -59,9 +61,10 @@ def appliance_id(name: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, name))
 
 
-def values(name: str, meta: Metadata, record: cache.BuildRecord,
-           files: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Everything the template needs, computed from metadata, the build and the files."""
+def values(name: str, meta: Metadata, record: cache.BuildRecord, *, version: str,
+           files: Mapping[str, BundleFile]) -> dict[str, Any]:
+    """Everything the template needs, computed from metadata, the build, the appliance's
+    ``version`` and its files by role."""
     config = record.config
     command = " ".join(shlex.quote(w) for w in [*(config.get("entrypoint") or []),
                                                 *(config.get("cmd") or [])])
@@ -86,7 +89,7 @@ def values(name: str, meta: Metadata, record: cache.BuildRecord,
         "disk_interface": _given(meta.disk_interface, "scsi"), "kvm": _given(meta.kvm, "allow"),
         "options": (meta.options or "").strip(),
         "kernel_command_line": f"{BASE_KERNEL_ARGS} {meta.kernel_args or ''}".strip(),
-        "version": files["root"]["version"], "files": files,
+        "version": version, "files": files,
     }
 
 
