@@ -29,7 +29,7 @@ QEMU_KEYS = ("adapter_type", "adapters", "ram", "cpus", "console_type", "kernel_
 
 
 @dataclass(frozen=True)
-class BundleFile:
+class ImageFile:
     """A file a node of an appliance needs: its role (``hda_disk_image``, ``initrd``...), name,
     local path, md5 and size."""
 
@@ -94,7 +94,7 @@ def bundle_data(app: reader.Appliance) -> dict[str, Any]:
         raise MinivmError(f"{app.path}: not a readable appliance file: {e}") from e
 
 
-def bundle_files(app: reader.Appliance) -> list[BundleFile]:
+def bundle_files(app: reader.Appliance) -> list[ImageFile]:
     """The files a node of ``app`` needs: name, local path, md5 and size (from the .gns3a)."""
     data = bundle_data(app)
     listed = {i["filename"]: i for i in data.get("images", []) if isinstance(i, dict)}
@@ -110,7 +110,7 @@ def bundle_files(app: reader.Appliance) -> list[BundleFile]:
         if entry.get("filesize") not in (None, size):
             raise MinivmError(f"{path} is {size} bytes, {app.path.name} says "
                               f"{entry['filesize']}", hint="rebuild the bundle: minivm appliance")
-        files.append(BundleFile(key, name, path, str(entry.get("md5sum") or md5_file(path)),
+        files.append(ImageFile(key, name, path, str(entry.get("md5sum") or md5_file(path)),
                                 size))
     return files
 
