@@ -38,6 +38,7 @@ from minivm.lab.runner import (
     NodeState,
     UpResult,
     Write,
+    ignore,
 )
 from minivm.lab.spec import STOP_TIMEOUT, External, Lab
 from minivm.ui import QUIET, Reporter
@@ -493,7 +494,7 @@ class Gns3Runner:
         raise _local_only("exec")
 
     def cp(self, lab_file: Path, source: str, destination: str, *, timeout: float,
-           archive: bool = False, warn: Callable[[str], None] = print) -> str:
+           archive: bool = False, warn: Callable[[str], None] = ignore) -> str:
         raise _local_only("cp")
 
     def export(self, lab: Lab, output: Path, *, reporter: Reporter = QUIET) -> ExportResult:

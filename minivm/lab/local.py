@@ -9,14 +9,10 @@ from typing import BinaryIO
 
 from minivm.errors import MinivmError
 from minivm.lab import control
-from minivm.lab.runner import DownResult, ExportResult, LabStatus, UpResult, Write
+from minivm.lab.runner import DownResult, ExportResult, LabStatus, UpResult, Write, ignore
 from minivm.lab.spec import STOP_TIMEOUT, Lab, load
 from minivm.lab.state import node_dir
 from minivm.ui import QUIET, Reporter
-
-
-def _ignore(line: str) -> None:
-    pass
 
 
 class LocalRunner:
@@ -57,7 +53,7 @@ class LocalRunner:
                            stdout=stdout, stderr=stderr)
 
     def cp(self, lab_file: Path, source: str, destination: str, *, timeout: float,
-           archive: bool = False, warn: Callable[[str], None] = _ignore) -> str:
+           archive: bool = False, warn: Callable[[str], None] = ignore) -> str:
         from minivm.vm import transfer
         from minivm.vm.control import Channel
 

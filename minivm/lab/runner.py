@@ -155,6 +155,10 @@ class ExportResult:
 Write = Callable[[bytes], None]
 
 
+def ignore(line: str) -> None:
+    """A ``warn`` that drops what it is told."""
+
+
 class Runner(Protocol):
     """What ``minivm lab`` asks of where a lab runs."""
 
@@ -184,7 +188,7 @@ class Runner(Protocol):
         ...
 
     def cp(self, lab_file: Path, source: str, destination: str, *, timeout: float,
-           archive: bool = False, warn: Callable[[str], None] = ...) -> str:
+           archive: bool = False, warn: Callable[[str], None] = ignore) -> str:
         """Copy between the host and a node (``NODE:PATH`` on one side); what was written.
         Copying out, ``archive`` keeps the guest's owners and ``warn`` gets a line per entry
         skipped."""
