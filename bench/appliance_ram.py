@@ -1,10 +1,10 @@
 """The smallest RAM each shipped appliance boots with, reliably, under TCG.
 
-    .venv/bin/python -m bench.appliance_ram [--runs 3] [--ram 48 64 96 128]
+    .venv/bin/python -m bench.appliance_ram [--flavour cloud] [--runs 3] [--ram 48 64 96 128]
 
 Boots each bundle of bench/bundle_sizes.py from its .gns3a as GNS3 would (minivm/qemu.py,
 linked-clone overlays) with the RAM overridden; a run passes when the main process starts
-(its "Welcome to" line) and ``system_powerdown`` on the monitor makes QEMU exit 0. Prints
+(its "Welcome to" line) and the power button (QMP ``system_powerdown``) makes QEMU exit 0. Prints
 passes/runs and the mean seconds to the main process per RAM size.
 """
 
@@ -16,13 +16,15 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from bench import kits
 from bench.bundle_sizes import bundles
+from minivm.errors import MinivmError
 from minivm.gns3 import reader
 from minivm.gns3.machine import machine_from_appliance
+from minivm.kinds import ConsoleKind
 from minivm.paths import build_dir
 from minivm.ui import Reporter
-from minivm.vm import qemu
-from tests.test_appliance import hmp
+from minivm.vm import qemu, vmctl
 from tests.vm import VM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,10 +36,10 @@ def boot_once(bundle: Path, ram: int) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         disks = qemu.create_overlays(app.images, work)
-        monitor = work / "monitor.sock"
+        qmp = work / "qmp.sock"
         machine = machine_from_appliance(app, name="ram", node_id=uuid.uuid4(), disks=disks,
-                                              ram=ram, console=qemu.Console("stdio"),
-                                              monitor=monitor)
+                                         ram=ram, console=qemu.Console(ConsoleKind.STDIO),
+                                         qmp=qmp)
         with VM(qemu.command_line(machine)) as vm:
             try:
                 seen = vm.expect(r"Welcome to .*a MiniVM|Kernel panic|Out of memory|"
@@ -46,18 +48,19 @@ def boot_once(bundle: Path, ram: int) -> float | None:
                     return None
                 seconds = vm.seconds
                 vm.expect(r"[#$] ", timeout=30)
-                hmp(monitor, "system_powerdown")
+                vmctl.powerdown(qmp)
                 return seconds if vm.wait_exit(timeout=60) == 0 else None
-            except (AssertionError, OSError):
+            except (AssertionError, OSError, MinivmError):
                 return None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kits.add_flavour(parser)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ram", type=int, nargs="+", default=[48, 64, 96, 128])
     args = parser.parse_args()
-    written = bundles(build_dir() / "bench-appliance", Reporter(quiet=True))
+    written = bundles(build_dir() / "bench-appliance", Reporter(quiet=True), args.flavour)
     print(f"{'appliance':15} {'RAM MB':>6} {'passed':>7} {'s to main':>10}")
     for name, bundle in written.items():
         for ram in args.ram:

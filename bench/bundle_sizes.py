@@ -1,22 +1,23 @@
 """Appliance bundle sizes: every file of the bundle vs the reference's shipped sizes.
 
-    .venv/bin/python -m bench.bundle_sizes
+    .venv/bin/python -m bench.bundle_sizes [--flavour cloud]
 
 Builds alpine-minivm's look-alike (busybox userland: Alpine's mirror is unreachable here) and
 debian-minivm into build/bench-appliance/ (cached after the first run) and writes their
-bundles with the current kernel kit, then prints each file's size beside the reference's
+bundles with the kernel kit of --flavour, then prints each file's size beside the reference's
 (qemu-minivm: Alpine root 4.5 MB, Debian root 40.8 MB, kernel 14.0 MB, initramfs 2.49 MB,
 modules 25.4 MB). Sizes are in MB (10^6 bytes), as the reference gives them.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+from bench import kits
 from minivm.gns3 import appliance
 from minivm.gns3.bundle import Bundle
 from minivm.image import build
-from minivm.kit import kernel
 from minivm.paths import build_dir
 from minivm.ui import Reporter
 from tests.imagefactory import alpine_lookalike
@@ -29,9 +30,10 @@ REFERENCE_MB = {
 }
 
 
-def bundles(out: Path, reporter: Reporter) -> dict[str, Bundle]:
-    """Build (or reuse) both images under ``out`` and write their bundles."""
-    kit = kernel.current() or kernel.build(reporter=reporter)
+def bundles(out: Path, reporter: Reporter, flavour: str) -> dict[str, Bundle]:
+    """Build (or reuse) both images under ``out`` and write their bundles with the kit of
+    ``flavour``."""
+    kit = kits.kit(flavour)
     context = alpine_lookalike(out / "ctx")
     result = {}
     for name, source in (("alpine-minivm", str(context)), ("debian-minivm", "debian-minivm")):
@@ -42,7 +44,10 @@ def bundles(out: Path, reporter: Reporter) -> dict[str, Bundle]:
 
 
 def main() -> None:
-    written = bundles(build_dir() / "bench-appliance", Reporter(quiet=True))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kits.add_flavour(parser)
+    args = parser.parse_args()
+    written = bundles(build_dir() / "bench-appliance", Reporter(quiet=True), args.flavour)
     print(f"{'appliance':15} {'file':8} {'minivm MB':>10} {'reference MB':>13} {'ratio':>6}")
     for name, bundle in written.items():
         ours_total = ref_total = 0.0

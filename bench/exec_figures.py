@@ -2,7 +2,7 @@
 (the only way in before it) and Docker's own `docker exec` / `docker cp` on a container of the
 same base image.
 
-    .venv/bin/python -m bench.exec_figures [--runs 20] [--mb 20]
+    .venv/bin/python -m bench.exec_figures [--flavour cloud] [--runs 20] [--mb 20]
 
 The MiniVM is alpine-minivm's look-alike in a one-node lab (TCG, 1 vCPU). Round trips: the
 library (connect, hello, exec `true`, exit code) and the CLI (`minivm lab exec`, Python's start
@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 from minivm.vm import console, control, transfer
@@ -51,11 +52,12 @@ def check(argv: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    kits.add_flavour(ap)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--mb", type=int, default=20)
     args = ap.parse_args()
     work = workdir()
-    bundle = lookalike_bundle(work)
+    bundle = lookalike_bundle(work, args.flavour)
     path = write_lab(work, bundle, {"r1": ""}, [])
     container = f"mvbench-{os.getpid()}"
     check([MINIVM, "lab", "up", str(path), "--wait", READY, "--quiet"])

@@ -10,7 +10,7 @@ power: seconds from QMP system_powerdown (GNS3's stop) to QEMU's exit, idle gues
 size:  bytes the injected tree (init + toolbox + hooks) adds to an image.
 Runs alternate between the variants so that machine load hits all alike.
 
-    .venv/bin/python -m bench.init_figures [--runs 5]
+    .venv/bin/python -m bench.init_figures [--flavour cloud] [--runs 5]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from bench import kits
 from bench.kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices
 from minivm.image import inject
 from minivm.paths import images_dir
@@ -33,7 +34,6 @@ from tests.initvm import (
     BASE_APPEND,
     boot,
     build_disk,
-    current_kit,
     powerdown,
     writable_copy,
     write_context,
@@ -104,13 +104,14 @@ def tree_sizes(root: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kits.add_flavour(parser)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     results: dict[str, list[tuple[float, float]]] = {}
     power: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(dir=memory_dir()) as tmp:
         work = Path(tmp)
-        kit = in_memory(current_kit(), work)
+        kit = in_memory(kits.kit(args.flavour), work)
         root = busybox_root_disk(work / "root.img", init="#!/bin/sh\n" + REPORT + "poweroff -f\n",
                                  init_path=".minivm/init")
         disks = [Disk(root, "scsi", "raw", snapshot=True)]

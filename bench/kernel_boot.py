@@ -13,7 +13,8 @@ Measured: QEMU's wall time from its start to the report on the serial console (t
 and the guest's uptime at the report.
 Runs alternate floor/kit/other so that load from other work on the machine hits all alike.
 
-    .venv/bin/python -m bench.kernel_boot [--runs 9] [--interface scsi|virtio|ide] [--nics 1]
+    .venv/bin/python -m bench.kernel_boot [--flavour cloud] [--runs 9] [--nics 1]
+                                          [--interface scsi|virtio|ide]
                                           [--compare OLD-INITRD] [--bound]
 """
 from __future__ import annotations
@@ -25,8 +26,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench import kits
 from minivm.kit import initramfs, kernel
-from minivm.ui import Reporter
 from tests.vm import VM, Disk, busybox_root_disk, qemu_argv
 
 # Builtins only (read, echo): a fork or two would cost the floor and the kit ~0.05 s each.
@@ -104,6 +105,7 @@ def boot(argv: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kits.add_flavour(parser)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--interface", default="scsi", choices=["scsi", "virtio", "ide"])
     parser.add_argument("--nics", type=int, default=1, help="network adapters (GNS3: >= 1)")
@@ -117,7 +119,7 @@ def main() -> None:
     init = "#!/bin/sh\n" + REPORT + "poweroff -f\n"
     with tempfile.TemporaryDirectory(dir=memory_dir()) as tmp:
         work = Path(tmp)
-        kit = in_memory(kernel.build(reporter=Reporter(quiet=True)), work)
+        kit = in_memory(kits.kit(args.flavour), work)
         initrd_mb = kit.initrd.stat().st_size / 1e6
         floor_img = floor_initrd(work / "floor.img")
         roots = {"kit": busybox_root_disk(work / "root.img", init=init, init_path=".minivm/init"),

@@ -1,7 +1,7 @@
 """Lab boot time and memory: `lab up` to every node's main process running, 1/2/4/8 nodes
 (a chain of links), under TCG; QEMU RSS per idle node.
 
-    .venv/bin/python -m bench.lab_boot [--sizes 1 2 4 8]
+    .venv/bin/python -m bench.lab_boot [--flavour cloud] [--sizes 1 2 4 8]
 
 Prints per size: seconds of `lab up` itself (QEMUs started, sockets bound), seconds until the
 last node's main process runs, that time per node, and the RSS of the idle QEMUs.
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 
@@ -28,10 +29,11 @@ def rss_mib(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    kits.add_flavour(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
     work = workdir()
-    bundle = lookalike_bundle(work)
+    bundle = lookalike_bundle(work, args.flavour)
     print(f"{'nodes':>5} {'up s':>6} {'all ready s':>12} {'s/node':>7} {'RSS MiB/node':>13}")
     base = None
     for n in args.sizes:

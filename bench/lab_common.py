@@ -6,9 +6,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from bench import kits
 from minivm.gns3 import appliance
 from minivm.image import build
-from minivm.kit import kernel
 from minivm.ui import QUIET
 from tests.imagefactory import alpine_lookalike
 
@@ -17,9 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
 
 
-def lookalike_bundle(work: Path) -> Path:
-    """alpine-minivm's look-alike (busybox userland) as a bundle under ``work``."""
-    kit = kernel.current() or kernel.build(reporter=QUIET)
+def lookalike_bundle(work: Path, flavour: str) -> Path:
+    """alpine-minivm's look-alike (busybox userland) as a bundle under ``work``, booting the
+    kit of ``flavour``."""
+    kit = kits.kit(flavour)
     context = alpine_lookalike(work / "ctx")
     result = build.build(str(context), reporter=QUIET, output_dir=work / "build")
     return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,

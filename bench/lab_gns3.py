@@ -1,6 +1,6 @@
 """`lab up --server` (a GNS3 3.0.6 server on this machine) beside the local runner, 2/4/8 nodes.
 
-    .venv/bin/python -m bench.lab_gns3 [--sizes 2 4 8] [--runs 3]
+    .venv/bin/python -m bench.lab_gns3 [--flavour cloud] [--sizes 2 4 8] [--runs 3]
 
 Needs .venv-gns3 (``.venv/bin/python tests/gns3_env.py``). Starts a GNS3 controller
 (127.0.0.2) and a second gns3server as a remote compute (127.0.0.3), each with its own files
@@ -27,6 +27,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 from minivm.gns3 import push, server
@@ -91,12 +92,13 @@ def gns3_boot(url: str, path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    kits.add_flavour(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-boot", action="store_true", help="skip the local full boot")
     args = parser.parse_args()
     work = workdir()
-    bundle = lookalike_bundle(work)
+    bundle = lookalike_bundle(work, args.flavour)
     app = lab.load(lab_file(work / "probe", bundle, 1, remote=False)).nodes["r1"].appliance
     rows = []
     with tempfile.TemporaryDirectory(prefix="mvbench-gns3-") as tmp, \

@@ -1,7 +1,7 @@
 """Link throughput and frame loss between two MiniVMs: GNS3's UDP tunnel (what `minivm lab`
 wires) vs QEMU's socket multicast on loopback (the same two VMs, the netdev swapped).
 
-    .venv/bin/python -m bench.lab_link [--mb 16] [--runs 3]
+    .venv/bin/python -m bench.lab_link [--flavour cloud] [--mb 16] [--runs 3]
 
 Per mode: a TCP transfer of --mb MB r1 -> r2 (busybox nc, timed on the host around the
 sender), and frame loss from the NIC counters: frames r1 sent vs frames r2 received during the
@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir
 from minivm import lab
 from minivm.gns3 import reader
@@ -106,11 +107,12 @@ def measure(bundle: Path, work: Path, mode: str, mb: int, runs: int) -> tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    kits.add_flavour(parser)
     parser.add_argument("--mb", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     work = workdir()
-    bundle = lookalike_bundle(work)
+    bundle = lookalike_bundle(work, args.flavour)
     results = {mode: measure(bundle, work, mode, args.mb, args.runs)
                for mode in ("udp", "mcast")}
     base = results["mcast"][0]

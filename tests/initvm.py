@@ -22,11 +22,6 @@ from tests.vm import VM, Disk, qemu_argv
 BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet"
 
 
-def current_kit() -> kernel.Kit:
-    """The kernel kit (built once if there is none yet)."""
-    return kernel.current() or kernel.build(reporter=QUIET)
-
-
 def write_context(folder: Path, files: dict[str, str], modes: dict[str, int] | None = None) -> Path:
     """Write a Docker build context (file name -> text, dedented)."""
     folder.mkdir(parents=True, exist_ok=True)
