@@ -56,11 +56,11 @@ def main() -> None:
         for stage in sorted(full.seconds):
             print(f"  {stage:20}" + "".join(f"{k.seconds.get(stage, 0):>10.2f}"
                                             for k, _ in builds))
-        sizes = {role: rec["size"] for role, rec in full.manifest["files"].items()}
+        sizes = {role: rec.size for role, rec in full.manifest.files.items()}
         print(f"kernel {sizes['kernel'] / 1e6:.2f} MB, initramfs {sizes['initrd'] / 1e6:.2f} MB,"
               f" module disk {sizes.get('modules', 0) / 1e6:.2f} MB")
         for role in ROLES:
-            md5s = [k.manifest["files"][role]["md5"] for k, _ in builds]
+            md5s = [k.manifest.files[role].md5 for k, _ in builds]
             same = "byte-identical" if len(set(md5s)) == 1 else "DIFFERENT"
             print(f"  {role:8} md5 {' '.join(md5s)}" + (f"  {same}" if args.twice else ""))
 

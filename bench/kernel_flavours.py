@@ -82,7 +82,7 @@ def main() -> None:
             for f in FLAVOURS:
                 variants[f"{name}/{f}"] = (argv_for(kits[f], kits[f].initrd, disk, args),
                                            "UPTIME-AT-MAIN")
-        sizes = {f: {role: kits[f].manifest["files"][role]["size"] / 1e6
+        sizes = {f: {role: kits[f].manifest.files[role].size / 1e6
                      for role in ("kernel", "initrd", "modules")} for f in FLAVOURS}
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
         for i in range(args.runs):

@@ -222,7 +222,7 @@ def test_rebuild_is_byte_identical(any_kit: kernel.Kit, tmp_path: Path):
                          flavour=kit.flavour)
     assert not again.cached
     for role in ("kernel", "initrd", "modules"):
-        assert again.manifest["files"][role]["md5"] == kit.manifest["files"][role]["md5"], role
+        assert again.manifest.files[role].md5 == kit.manifest.files[role].md5, role
 
 
 def test_old_kits_are_pruned(tmp_path: Path):
@@ -539,3 +539,19 @@ def test_router_modules_and_firewall_rules(any_kit, router_disk):
         vm.wait_exit(timeout=30)
     for line in ROUTER_OK:
         assert line in vm.output, f"{line!r} missing: {vm.output[-3000:]}"
+
+
+def test_manifest_record_round_trips_and_refuses_what_is_not_one() -> None:
+    data = {"key": "k" * 64, "minivm": "0.1", "kernel_version": "6.1.0", "flavour": "minimal",
+            "base": {"ref": "debian:bookworm-slim", "id": "sha256:ab"}, "package": "linux",
+            "packages": ["linux-image 6.1"], "compression": "gzip", "timestamp": 1700000000,
+            "initramfs_modules": ["virtio_scsi"], "boot_modules": [],
+            "files": {"kernel": {"name": "vmlinuz-6.1.0", "size": 5, "md5": "0" * 32},
+                      "initrd": {"name": "initrd.img", "size": 7, "md5": "1" * 32}}}
+    manifest = kernel.Manifest.from_json(data)
+    assert manifest.files["kernel"].size == 5 and manifest.base_id == "sha256:ab"
+    assert manifest.to_json() == data
+    no_size = {"kernel": {"name": "x"}, "initrd": data["files"]["initrd"]}
+    for bad in ({**data, "files": []}, {**data, "files": no_size}, []):
+        with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
+            kernel.Manifest.from_json(bad)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ atomically, with the record of its inputs (:mod:`minivm.gns3.bundle`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_write_bytes, md5_file, remove
@@ -53,12 +52,12 @@ def current_kit() -> kernel.Kit:
 
 
 def _file(role: str, path: Path, version: str,
-          known: dict[str, Any] | None = None) -> BundleFile:
+          known: tuple[int | None, str | None] | None = None) -> BundleFile:
     """A file's entry in the appliance. ``known``: the record (size, md5) written with the
     file when it was made (build record, kit manifest): its md5 is reused while the size
     matches, so that an unchanged bundle costs no hashing of ~50 MB."""
     size = path.stat().st_size
-    md5 = known["md5"] if known and known.get("size") == size and known.get("md5") else None
+    md5 = known[1] if known and known[0] == size and known[1] else None
     return BundleFile(path.name, size, role=role, version=version,
                       md5sum=md5 or md5_file(path))
 
@@ -68,7 +67,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     """Write ``<folder>/<name>.gns3a`` and link the kit beside the root disk."""
     folder, record, root = build_record(name, folder)
     kit = kit or current_kit()
-    inputs = bundle_inputs(name, record, kit=kit.manifest.get("key"), kit_folder=kit.folder.name)
+    inputs = bundle_inputs(name, record, kit=kit.manifest.key, kit_folder=kit.folder.name)
     if unchanged := unchanged_bundle(folder / f"{name}.gns3a", inputs):
         reporter.info(f"[green]✓[/] appliance {unchanged.path} is up to date")
         return unchanged
@@ -83,8 +82,9 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     previous = named_files(gns3a)
     how = {role: place(path, folder / path.name)
            for role, path in kit_files.items() if path is not None}
-    made = kit.manifest["files"]
-    files = {"root": _file("root", root, image12, record.outputs.get("root")),
+    made = {role: (f.size, f.md5) for role, f in kit.manifest.files.items()}
+    built = record.outputs.get("root") or {}
+    files = {"root": _file("root", root, image12, (built.get("size"), built.get("md5"))),
              "kernel": _file("kernel", folder / kit.kernel.name, kit.kernel_version,
                              made.get("kernel")),
              "initrd": _file("initrd", folder / kit.initrd.name, kit.folder.name,

@@ -33,7 +33,14 @@ from typing import Any
 
 from minivm import __version__, cache
 from minivm.errors import MinivmError
-from minivm.fsutil import atomic_path, atomic_write_bytes, file_record, remove, sha256_tree
+from minivm.fsutil import (
+    atomic_path,
+    atomic_write_bytes,
+    file_record,
+    md5_file,
+    remove,
+    sha256_tree,
+)
 from minivm.image import engine
 from minivm.image.tarstream import SymlinkGuard, read_entries
 from minivm.kit import initramfs, kmod
@@ -72,45 +79,110 @@ class KitConfig:
 
 
 @dataclass(frozen=True)
+class KitFile:
+    """A file of a kit, as its manifest records it."""
+
+    name: str
+    size: int
+    md5: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "md5": self.md5}
+
+    @classmethod
+    def of(cls, path: Path) -> KitFile:
+        return cls(path.name, path.stat().st_size, md5_file(path))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says of a kit: its key (the inputs' digest), the kernel and the
+    packages it came from, the modules its initramfs carries, its files by role (kernel,
+    initrd, modules)."""
+
+    key: str
+    minivm: str
+    kernel_version: str
+    flavour: str
+    base_ref: str
+    base_id: str
+    package: str
+    packages: tuple[str, ...]
+    compression: str
+    timestamp: int
+    initramfs_modules: tuple[str, ...]
+    boot_modules: tuple[str, ...]
+    files: dict[str, KitFile]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "minivm": self.minivm, "kernel_version": self.kernel_version,
+                "flavour": self.flavour, "base": {"ref": self.base_ref, "id": self.base_id},
+                "package": self.package, "packages": list(self.packages),
+                "compression": self.compression, "timestamp": self.timestamp,
+                "initramfs_modules": list(self.initramfs_modules),
+                "boot_modules": list(self.boot_modules),
+                "files": {role: f.to_json() for role, f in self.files.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        """KeyError/TypeError/ValueError/AttributeError when ``data`` is not a manifest."""
+        base = data.get("base") or {}
+        if not isinstance(data["files"], dict) or not {"kernel", "initrd"} <= data["files"].keys():
+            raise ValueError("a kit has a kernel and an initrd")
+        return cls(key=str(data["key"]), minivm=str(data.get("minivm", "")),
+                   kernel_version=str(data["kernel_version"]),
+                   flavour=str(data.get("flavour", "cloud")),
+                   base_ref=str(base.get("ref", "")), base_id=str(base.get("id", "")),
+                   package=str(data.get("package", "")),
+                   packages=tuple(map(str, data.get("packages") or ())),
+                   compression=str(data.get("compression", "gzip")),
+                   timestamp=int(data.get("timestamp") or 0),
+                   initramfs_modules=tuple(map(str, data.get("initramfs_modules") or ())),
+                   boot_modules=tuple(map(str, data.get("boot_modules") or ())),
+                   files={str(role): KitFile(str(f["name"]), int(f["size"]), str(f["md5"]))
+                          for role, f in data["files"].items()})
+
+
+@dataclass(frozen=True)
 class Kit:
     """A built kernel kit: its folder, files and manifest."""
 
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     cached: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def kernel_version(self) -> str:
-        return str(self.manifest["kernel_version"])
+        return self.manifest.kernel_version
 
     @property
     def flavour(self) -> str:
-        return str(self.manifest.get("flavour", "cloud"))
+        return self.manifest.flavour
 
     def path(self, role: str) -> Path | None:
         """The file playing ``role`` (kernel, initrd, modules), if the kit has it."""
-        record = self.manifest["files"].get(role)
-        return self.folder / record["name"] if record else None
+        record = self.manifest.files.get(role)
+        return self.folder / record.name if record else None
 
     @property
     def kernel(self) -> Path:
-        return self.folder / self.manifest["files"]["kernel"]["name"]
+        return self.folder / self.manifest.files["kernel"].name
 
     @property
     def initrd(self) -> Path:
-        return self.folder / self.manifest["files"]["initrd"]["name"]
+        return self.folder / self.manifest.files["initrd"].name
 
     @property
     def modules(self) -> Path | None:
         return self.path("modules")
 
     def to_json(self) -> dict[str, Any]:
-        files = {role: {"path": str(self.folder / rec["name"]), "size": rec["size"],
-                        "md5": rec["md5"]} for role, rec in self.manifest["files"].items()}
+        files = {role: {"path": str(self.folder / rec.name), "size": rec.size,
+                        "md5": rec.md5} for role, rec in self.manifest.files.items()}
         return {"kernel_version": self.kernel_version, "flavour": self.flavour,
                 "folder": str(self.folder),
-                "cached": self.cached, "files": files, "packages": self.manifest["packages"],
+                "cached": self.cached, "files": files, "packages": list(self.manifest.packages),
                 "seconds": self.seconds}
 
 
@@ -267,17 +339,14 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
                     files["modules"] = tmp / f"modules-{kver}-{key[:12]}.qcow2"
                     write_module_disk(work / "modules", kver, files["modules"],
                                       timestamp=timestamp, reporter=reporter)
-            manifest = {
-                "key": key, "minivm": __version__, "kernel_version": kver,
-                "flavour": config.flavour,
-                "base": {"ref": config.base, "id": base_id}, "package": config.package,
-                "packages": _packages(work), "compression": config.compression,
-                "timestamp": timestamp,
-                "initramfs_modules": sorted(selection.names),
-                "boot_modules": list(config.boot_modules),
-                "files": {role: _record(p) for role, p in files.items()},
-            }
-            atomic_write_bytes(tmp / MANIFEST, _dump(manifest))
+            manifest = Manifest(
+                key=key, minivm=__version__, kernel_version=kver, flavour=config.flavour,
+                base_ref=config.base, base_id=base_id, package=config.package,
+                packages=tuple(_packages(work)), compression=config.compression,
+                timestamp=timestamp, initramfs_modules=tuple(sorted(selection.names)),
+                boot_modules=tuple(config.boot_modules),
+                files={role: KitFile.of(p) for role, p in files.items()})
+            atomic_write_bytes(tmp / MANIFEST, _dump(manifest.to_json()))
     if make_current:
         _point_current(output_root, folder)
     reporter.info(f"kernel kit {kver} ({config.flavour}) written to {folder}")
@@ -440,11 +509,6 @@ def write_module_disk(modules_root: Path, kver: str, output: Path, *, timestamp:
                      timestamp=timestamp, reporter=reporter)
 
 
-def _record(path: Path) -> dict[str, Any]:
-    record = file_record(path)
-    return {"name": path.name, "size": record["size"], "md5": record["md5"]}
-
-
 def _dump(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
@@ -459,7 +523,8 @@ def prune(output_root: Path, *, keep: int) -> list[str]:
     kits.sort(key=lambda f: ((f / MANIFEST).stat().st_mtime, f.name), reverse=True)
     removed, seen = [], dict[str, int]()
     for folder in kits:
-        flavour = str((_load_manifest(folder) or {}).get("flavour", "cloud"))
+        manifest = _load_manifest(folder)
+        flavour = manifest.flavour if manifest else "cloud"
         seen[flavour] = seen.get(flavour, 0) + 1
         if seen[flavour] > keep and folder.resolve() != current:
             shutil.rmtree(folder, ignore_errors=True)
@@ -467,18 +532,18 @@ def prune(output_root: Path, *, keep: int) -> list[str]:
     return removed
 
 
-def _load_manifest(folder: Path) -> dict[str, Any] | None:
+def _load_manifest(folder: Path) -> Manifest | None:
+    """The kit's manifest; None when there is none or it is not one."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
+        return Manifest.from_json(json.loads((folder / MANIFEST).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return manifest if isinstance(manifest, dict) and "files" in manifest else None
 
 
-def _whole(folder: Path, manifest: dict[str, Any]) -> bool:
-    for record in manifest["files"].values():
-        path = folder / record["name"]
-        if not path.is_file() or path.stat().st_size != record["size"]:
+def _whole(folder: Path, manifest: Manifest) -> bool:
+    for record in manifest.files.values():
+        path = folder / record.name
+        if not path.is_file() or path.stat().st_size != record.size:
             return False
     return True
 
@@ -488,7 +553,7 @@ def _find_cached(output_root: Path, key: str) -> Kit | None:
         return None
     for folder in sorted(output_root.glob(f"*-{key[:12]}")):
         manifest = _load_manifest(folder)
-        if manifest and manifest.get("key") == key and _whole(folder, manifest):
+        if manifest and manifest.key == key and _whole(folder, manifest):
             return Kit(folder, manifest, cached=True)
     return None
 
