@@ -139,15 +139,33 @@ def resolve_computes(client: Client, lab: Lab) -> dict[str, str]:
     return out
 
 
-def find_project(client: Client, lab: Lab) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Gns3Project:
+    """A project as the server describes it: id, name, opened or closed."""
+
+    project_id: str
+    name: str
+    status: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Gns3Project:
+        """A MinivmError when the server's answer is not a project."""
+        try:
+            return cls(str(data["project_id"]), str(data.get("name")), str(data.get("status")))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise MinivmError(f"the GNS3 server answered a project that is not one ({e})") from e
+
+
+def find_project(client: Client, lab: Lab) -> Gns3Project | None:
     """The project named after the lab file, if the server has it."""
     return _find(client, project_name(lab))
 
 
-def _find(client: Client, name: str) -> dict[str, Any] | None:
-    for project in client.get("/projects") or []:
-        if project.get("name") == name:
-            return dict(project)
+def _find(client: Client, name: str) -> Gns3Project | None:
+    for data in client.get("/projects") or []:
+        project = Gns3Project.from_json(data)
+        if project.name == name:
+            return project
     return None
 
 
@@ -155,11 +173,11 @@ def project_name(lab: Lab) -> str:
     return lab.path.stem
 
 
-def _open(client: Client, project: dict[str, Any]) -> str:
-    pid = str(project["project_id"])
-    if project.get("status") != "opened":
-        client.post(f"/projects/{pid}/open", what=f"opening the project {project['name']}")
-    return pid
+def _open(client: Client, project: Gns3Project) -> str:
+    if project.status != "opened":
+        client.post(f"/projects/{project.project_id}/open",
+                    what=f"opening the project {project.name}")
+    return project.project_id
 
 
 def _nodes(client: Client, pid: str) -> dict[str, Gns3Node]:
@@ -184,8 +202,9 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     project = find_project(client, lab)
     created_project = project is None
     if project is None:
-        project = client.post("/projects", {"name": project_name(lab)},
-                              what=f"creating the project {project_name(lab)}")
+        project = Gns3Project.from_json(client.post(
+            "/projects", {"name": project_name(lab)},
+            what=f"creating the project {project_name(lab)}"))
     pid = _open(client, project)
     new_nodes: list[str] = []
     new_links: list[str] = []
