@@ -82,3 +82,19 @@ def sha256_tree(root: Path) -> str:
 def file_record(path: Path) -> dict[str, object]:
     """Path, size and md5 of an output file, as --json reports it."""
     return {"path": str(path), "size": path.stat().st_size, "md5": md5_file(path)}
+
+
+def plain_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain file name (one that can only name a file in its own
+    folder, on any system: no separator, no dot folder, no control character), or None."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "has a path separator (a plain file name is needed)"
+    if name.startswith("."):
+        return "starts with a dot (a plain file name is needed)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character (a plain file name is needed)"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "is longer than 255 bytes"
+    return None

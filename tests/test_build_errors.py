@@ -15,7 +15,7 @@ import pytest
 
 from minivm.image import inject
 from tests.fsview import listing
-from tests.imagefactory import classic_archive, member
+from tests.imagefactory import CONFIG, classic_archive, member
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,6 +101,24 @@ def test_corrupt_archive(tmp_path, docker_api):
     proc = minivm("build", str(broken), "-q", out=tmp_path / "out")
     assert_one_line_error(proc, "broken.tar")
     assert_nothing_left(tmp_path / "out", docker_api)
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ({"Env": ["A=1\x00", "PATH=/bin"], "User": "1000"}, "Env[0] holds a NUL"),
+    ({"Cmd": ["/bin/sh", "-c", "x\x00y"]}, "Cmd[2] holds a NUL"),
+    ({"Entrypoint": ["/bin/sh"], "User": "nobody\x00"}, "User holds a NUL"),
+    ({"WorkingDir": "/\x00"}, "WorkingDir holds a NUL"),
+    ({"Entrypoint": "/bin/sh -c run"}, "Entrypoint is not a list of strings"),
+    ({"Env": [1, 2]}, "Env is not a list of strings"),
+    ({"User": ["root"]}, "User is not a string"),
+])
+def test_image_config_the_init_cannot_carry_is_refused(tmp_path, config, field):
+    """A NUL would end the init's config early (USER lost: the main process as root)."""
+    archive = classic_archive(tmp_path / "nul.tar", [[member("f", b"x")]],
+                              config={**CONFIG, "config": config})
+    proc = minivm("build", str(archive), "-q", out=tmp_path / "out")
+    assert_one_line_error(proc, f"config field {field}")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
 def test_not_an_archive(tmp_path):

@@ -284,7 +284,7 @@ def test_unreachable_server(bundle: Path, cluster: Cluster, tmp_path: Path) -> N
     done = cli("lab", "up", lab_file, "--server", f"http://127.0.0.1:{port}")
     one_error_line(done, "cannot reach the GNS3 server", str(port))
     one_error_line(cli("gns3", "push", bundle, "--server", f"127.0.0.1:{port}"),
-                   "cannot reach")
+                   "does not start with http:// or https://")  # never silently plain http
     assert_clean(cluster)
 
 

@@ -14,6 +14,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -55,9 +56,13 @@ def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[
                           timeout=timeout, cwd=REPO)
 
 
-def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str]) -> Path:
+def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str],
+              telnet: tuple[str, ...] = ()) -> Path:
+    """A lab file; the nodes in ``telnet`` get a telnet console (the others a Unix socket)."""
     spec = {"accel": "tcg",
-            "nodes": {n: {"appliance": str(bundle), "append": a} for n, a in nodes.items()},
+            "nodes": {n: {"appliance": str(bundle), "append": a,
+                          **({"console": "telnet"} if n in telnet else {})}
+                      for n, a in nodes.items()},
             "links": links}
     path = folder / "lab.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -149,9 +154,10 @@ def test_two_nodes_ping_transfer_crash_recover_and_down(bundle: Path, tmp_path: 
     assert json.loads(down.stdout)["stopped"] == {"r1": "acpi", "r2": "acpi"}
     assert took < 10 + 5
     for node in ("r1", "r2"):
-        fsck_overlay(tmp_path / "lab.state" / node / "hda_disk.qcow2", tmp_path)
+        fsck_overlay(lab.node_dir(tmp_path / "lab.state", node) / "hda_disk.qcow2", tmp_path)
     assert "r1           stopped" in cli("lab", "status", path).stdout
-    log = (tmp_path / "lab.state" / "r1" / "console.log").read_text(errors="replace")
+    log = (lab.node_dir(tmp_path / "lab.state", "r1") / "console.log").read_text(
+        errors="replace")
     assert log.count("minivm lab up") == 2  # boot logs kept across restarts
 
 
@@ -160,19 +166,56 @@ def test_three_in_a_line_r2_routes(bundle: Path, tmp_path: Path) -> None:
              "r2": ip("10.0.1.2/24") + " " + ip("10.0.2.2/24", "eth1"),
              "r3": ip("10.0.2.3/24", gateway="10.0.2.2")}
     two = variant(bundle, tmp_path / "two", adapters=2)
-    path = write_lab(tmp_path, two, nodes, ["r1:eth0 -- r2:eth0", "r2:eth1 -- r3:eth0"])
+    path = write_lab(tmp_path, two, nodes, ["r1:eth0 -- r2:eth0", "r2:eth1 -- r3:eth0"],
+                     telnet=("r2",))
     up = cli("lab", "up", path, "--wait", READY)
     assert up.returncode == 0, up.stderr
     try:
+        consoles = {n: i["console"] for n, i in
+                    json.loads(cli("lab", "status", path, "--json").stdout)["nodes"].items()}
+        assert consoles["r2"].startswith("telnet:127.0.0.1:")  # asked for
+        for name in ("r1", "r3"):  # the default: a socket only this user reaches
+            sock = lab.node_dir(tmp_path / "lab.state", name) / "console.sock"
+            assert consoles[name] == f"unix:{sock}"
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "lab.state").stat().st_mode) == 0o700
         with session(path, "r2") as r2:
             check(r2, "echo 1 > /proc/sys/net/ipv4/ip_forward")
         with session(path, "r1") as r1:
             out = check(r1, "ping -c 3 -W 5 10.0.2.3")
             assert "ttl=63" in out  # one hop: routed through r2
+        attach_console(path, "r3")
     finally:
         down = cli("lab", "down", path, "--clean")
     assert down.returncode == 0, down.stderr
     assert not (tmp_path / "lab.state").exists()
+
+
+def attach_console(path: Path, node: str) -> None:
+    """`minivm lab console LAB NODE` on a terminal: a command runs, Ctrl-] detaches (exit 0)
+    and the node keeps running."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*MINIVM, "lab", "console", str(path), node], stdin=slave,
+                            stdout=slave, stderr=slave, cwd=REPO)
+    os.close(slave)
+    buf = b""
+    try:
+        deadline = time.monotonic() + 60
+        os.write(master, b"echo con$((20+22))sole\r")
+        while b"con42sole" not in buf:
+            assert time.monotonic() < deadline, buf[-2000:].decode(errors="replace")
+            if select.select([master], [], [], 0.5)[0]:
+                data = os.read(master, 65536)
+                if b"\x1b[6n" in data:
+                    os.write(master, CURSOR_REPORT)
+                buf += data
+        os.write(master, b"\x1d")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert re.search(rf"{node}\s+running", cli("lab", "status", path).stdout)
 
 
 def _checksum(data: bytes) -> int:
@@ -263,13 +306,16 @@ def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
     path.write_text(json.dumps({"accel": "tcg", "nodes": {
         "r1": {"appliance": str(bundle)}, "r2": {"appliance": str(bad)}},
         "links": ["r1:eth0 -- r2:eth0"]}))
-    result = cli("lab", "up", path)
+    refused = cli("lab", "up", path)  # off the allow-list: refused before anything starts
+    assert "QEMU option -device no-such-device" in refused.stderr
+    assert not (tmp_path / "lab.state" / "state.json").exists()
+    result = cli("lab", "up", path, "--allow-unsafe-options")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: node r2: QEMU failed")
     assert "no-such-device" in result.stderr
     state = tmp_path / "lab.state"
     assert not (state / "state.json").exists()
-    assert not list(state.glob("*/hda_disk.qcow2"))
+    assert not list(state.glob("**/hda_disk.qcow2"))
     pids = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True).stdout
     assert not pids.strip(), "a QEMU of the failed lab still runs"
 

@@ -229,7 +229,7 @@ def test_port_taken_and_qemu_missing_start_nothing(tmp_path: Path, monkeypatch) 
     with pytest.raises(MinivmError, match=f"port {port} .*is taken"):
         lab.up(lab.load(path), accel="tcg")
     taken.close()
-    assert not list((tmp_path / "lab.state").glob("*/hda_disk.qcow2"))
+    assert not list((tmp_path / "lab.state").glob("**/hda_disk.qcow2"))
     assert not (tmp_path / "lab.state" / "state.json").exists()
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr("shutil.which", lambda *a, **k: None)

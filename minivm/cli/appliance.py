@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from minivm.cli.common import Json, Quiet, emit_json, fail, reporter, user_errors
+from minivm.cli.common import (
+    AllowUnsafeOptions,
+    Json,
+    Quiet,
+    emit_json,
+    fail,
+    reporter,
+    user_errors,
+)
 
 
 @user_errors
@@ -24,6 +32,7 @@ def appliance(
         "--docker-archive", help="Also write the image's `docker save` output beside the "
                                  "Docker appliance (for a GNS3 host without a registry).")
     ] = False,
+    allow_unsafe_options: AllowUnsafeOptions = False,
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
@@ -36,7 +45,7 @@ def appliance(
         raise fail("give either NAME (to write its bundle) or --check FILE.gns3a", 2)
     report = reporter(quiet=quiet, json_output=json_output)
     if check is not None:
-        result = bundles.check_bundle(check)
+        result = bundles.check_bundle(check, allow_unsafe_options=allow_unsafe_options)
         if json_output:
             emit_json({"ok": True, **result.to_json()})
         elif not quiet and "docker" in result.appliance:

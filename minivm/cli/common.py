@@ -19,6 +19,10 @@ from minivm.ui import Reporter
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+AllowUnsafeOptions = Annotated[bool, typer.Option(
+    "--allow-unsafe-options",
+    help="Pass the appliance's QEMU options even when they are off minivm's allow-list "
+         "(they could then read or write host files): only for an appliance you trust.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

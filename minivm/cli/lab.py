@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
-from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
-from minivm.cli.gns3 import Password, ServerUrl, User, connect
+from minivm.cli.common import AllowUnsafeOptions, Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.gns3 import CaCert, Password, ServerUrl, User, connect
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice
 
@@ -33,8 +33,10 @@ def up(lab_file: LabFile, accel: Accel = None,
            "--wait", help="Wait until every started node's console shows this regex.")] = None,
        timeout: Annotated[float, typer.Option(help="Seconds --wait may take.")] = 300.0,
        url: ServerUrl = None, user: User = None, password: Password = None,
+       ca_cert: CaCert = None,
        no_start: Annotated[bool, typer.Option(
            "--no-start", help="With --server: make the project, nodes and links only.")] = False,
+       allow_unsafe_options: AllowUnsafeOptions = False,
        quiet: Quiet = False, json_output: Json = False) -> None:
     """Start every node of the lab that is not running, in the background.
 
@@ -42,30 +44,37 @@ def up(lab_file: LabFile, accel: Accel = None,
     127.0.0.1:8080 on the host reaches the node's port 80; compute: a GNS3 compute, with
     --server), `links:` (`r1:eth0 -- r2:eth0`, or `r1:eth1 --
     udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
-    optional `accel:` and `console:` (telnet or unix). State goes to LAB.state/ beside it.
+    optional `accel:` and `console:` (unix, the default: `minivm lab console LAB NODE`; or
+    telnet: 127.0.0.1:PORT, for tools that need it; also per node). State goes to LAB.state/
+    beside it (node folders in LAB.state/nodes/).
 
     With --server the lab runs on a GNS3 server instead: a project named after the lab file,
     one QEMU node per lab node (on its `compute:`, default the controller's own), its links.
     """
-    from minivm.lab.spec import load
+    from minivm.lab.spec import check_options, load
     rep = reporter(quiet=quiet or json_output)
-    runner = _runner(url, user, password)
-    result = runner.up(load(lab_file), accel=accel, start=not no_start, wait=wait,
-                       timeout=timeout, reporter=rep)
+    lab = load(lab_file)
+    check_options(lab, allow_unsafe=allow_unsafe_options)  # before any server is contacted
+    runner = _runner(url, user, password, ca_cert)
+    result = runner.up(lab, accel=accel, start=not no_start, wait=wait, timeout=timeout,
+                       reporter=rep, allow_unsafe_options=allow_unsafe_options)
     if json_output:
         emit_json(result.to_json())
         return
     for name, node in result.status.nodes.items():
         where = f" on {node.compute_id}" if node.compute_id else ""
-        rep.info(f"{name}: {node.status}{where}" + (f", console {node.console}"
-                                                    if node.console else ""))
+        console = node.console or ""
+        if console.startswith("unix:"):  # a socket only this user reaches
+            console = f"minivm lab console {lab_file} {name}"
+        rep.info(f"{name}: {node.status}{where}" + (f", console {console}" if console else ""))
 
 
-def _runner(url: str | None, user: str | None, password: str | None) -> Runner:
+def _runner(url: str | None, user: str | None, password: str | None,
+            ca_cert: Path | None = None) -> Runner:
     """Where the lab runs: on the GNS3 server at ``url``, else here."""
     if url:
         from minivm.lab.gns3 import Gns3Runner
-        return Gns3Runner(connect(url, user, password))
+        return Gns3Runner(connect(url, user, password, ca_cert))
     from minivm.lab.local import LocalRunner
     return LocalRunner()
 
@@ -73,13 +82,13 @@ def _runner(url: str | None, user: str | None, password: str | None) -> Runner:
 @app.command("status")
 @user_errors
 def status(lab_file: LabFile, url: ServerUrl = None, user: User = None,
-           password: Password = None, json_output: Json = False) -> None:
+           password: Password = None, ca_cert: CaCert = None, json_output: Json = False) -> None:
     """What runs: each node's state, console, QEMU pid and link ports (exit 3 if one crashed).
 
     With --server: each node's state in the GNS3 project (started, stopped, absent).
     """
     from minivm.lab.spec import load
-    info = _runner(url, user, password).status(load(lab_file))
+    info = _runner(url, user, password, ca_cert).status(load(lab_file))
     if json_output:
         emit_json(info.to_json())
     else:
@@ -110,7 +119,11 @@ def _status_line(name: str, node: NodeState) -> str:
 def console(lab_file: LabFile,
             node: Annotated[str, typer.Argument(help="The node's name.", show_default=False)]
             ) -> None:
-    """Attach to a node's serial console (Ctrl-] detaches; the node keeps running)."""
+    """Attach to a node's serial console (Ctrl-] detaches; the node keeps running).
+
+    Consoles are Unix sockets in the lab's state folder that only you can reach (a node or
+    the lab with `console: telnet` listens on 127.0.0.1 instead, open to every local user).
+    """
     from minivm import lab as lab_mod
     from minivm.vm import console as console_mod
 
@@ -200,6 +213,7 @@ def down(lab_file: LabFile,
          clean: Annotated[bool, typer.Option(
              "--clean", help="Also remove the state folder, the nodes' disks included.")] = False,
          url: ServerUrl = None, user: User = None, password: Password = None,
+         ca_cert: CaCert = None,
          delete: Annotated[bool, typer.Option(
              "--delete", help="With --server: also delete the GNS3 project.")] = False,
          quiet: Quiet = False, json_output: Json = False) -> None:
@@ -207,7 +221,7 @@ def down(lab_file: LabFile,
 
     With --server: GNS3 stops the nodes (its stop presses the ACPI power button too).
     """
-    runner = _runner(url, user, password)
+    runner = _runner(url, user, password, ca_cert)
     for flag, given in (("--clean", clean), ("--delete", delete)):
         if given and flag != runner.remove_option:
             raise MinivmError(f"{flag} does not apply to the {runner.where} runner",
@@ -224,6 +238,7 @@ def export(lab_file: LabFile,
            output: Annotated[Path, typer.Option(
                "--output", "-o", help="The .gns3project file to write.", show_default=False)],
            url: ServerUrl = None, user: User = None, password: Password = None,
+         ca_cert: CaCert = None,
            quiet: Quiet = False, json_output: Json = False) -> None:
     """Write the lab's GNS3 project, images included, as one .gns3project file.
 
@@ -232,7 +247,7 @@ def export(lab_file: LabFile,
     from minivm.lab.spec import load
     rep = reporter(quiet=quiet or json_output)
     lab = load(lab_file)
-    result = _runner(url, user, password).export(lab, output, reporter=rep)
+    result = _runner(url, user, password, ca_cert).export(lab, output, reporter=rep)
     if json_output:
         emit_json(result.to_json())
     else:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from minivm.cli.common import Quiet, reporter, user_errors
+from minivm.cli.common import AllowUnsafeOptions, Quiet, reporter, user_errors
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice, ConsoleKind
 from minivm.run import which
@@ -42,6 +42,7 @@ def run(
                                 "the guest's port (repeatable), as docker run -p.")] = None,
     print_command: Annotated[bool, typer.Option(
         "--print-command", help="Print the QEMU command line and exit.")] = False,
+    allow_unsafe_options: AllowUnsafeOptions = False,
     quiet: Quiet = False,
 ) -> None:
     """Boot one MiniVM locally, console attached: Ctrl-] detaches and powers it off.
@@ -54,12 +55,13 @@ def run(
     from minivm.gns3.machine import machine_from_appliance
     from minivm.lab.ports import hold_port
     from minivm.vm import accel as accel_mod
-    from minivm.vm import qemu
+    from minivm.vm import options, qemu
 
     rep = reporter(quiet=quiet)
     ports = tuple(qemu.parse_publish(p, "-p") for p in publish or [])
     qemu.check_publish(ports, "-p")
     app = reader.load(name)
+    options.check(app.options, where=str(app.path), allow_unsafe=allow_unsafe_options)
     which(qemu.QEMU)
     with ExitStack() as stack:
         # published ports: refused before anything starts, held until QEMU listens on them
@@ -78,7 +80,8 @@ def run(
             append=" ".join(append or []), qmp=workdir / "qmp.sock", paused=True,
             console=qemu.Console(ConsoleKind.UNIX, path=workdir / "console.sock",
                                  log=workdir / "console.log"),
-            control=workdir / "control.sock", publish=ports)
+            control=workdir / "control.sock", publish=ports,
+            unsafe_options=allow_unsafe_options)
         if print_command:
             print(shlex.join(qemu.command_line(m)))
             return

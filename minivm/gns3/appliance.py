@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minivm.errors import MinivmError
-from minivm.fsutil import atomic_write_bytes, md5_file, remove
+from minivm.fsutil import atomic_write_bytes, md5_file, plain_name_problem, remove
 from minivm.gns3 import docker_node
 from minivm.gns3.bundle import (
     Bundle,
@@ -30,6 +30,7 @@ from minivm.gns3.model import (
     file_problems,
     kernel_problems,
     model_problems,
+    options_problem,
     parse,
     summary,
 )
@@ -38,6 +39,7 @@ from minivm.image.config import short_id
 from minivm.kit import kernel
 from minivm.paths import appliances_dir
 from minivm.ui import Reporter
+from minivm.vm import options as qemu_options
 
 TEMPLATE = "appliance.gns3a.j2"
 
@@ -102,7 +104,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     atomic_write_bytes(gns3a, text.encode())
     record_inputs(gns3a, inputs, list(files.values()))
     for stale in previous - {f.filename for f in files.values()} - {root.name, gns3a.name}:
-        if "/" not in stale and stale not in ("", ".", ".."):
+        if not plain_name_problem(stale):
             remove(folder / stale)
     total = sum(f.filesize for f in files.values())
     if copied := [role for role, h in how.items() if h == "copy"]:
@@ -121,9 +123,10 @@ def after_build(name: str, *, folder: Path, reporter: Reporter) -> Bundle | None
     return write_bundle(name, reporter=reporter, folder=folder, kit=kit)
 
 
-def check_bundle(path: Path) -> Bundle:
-    """Verify a bundle: GNS3's model rules, every file present and intact, sane kernel args
-    (a Docker-node appliance: GNS3's rules and its image at hand)."""
+def check_bundle(path: Path, *, allow_unsafe_options: bool = False) -> Bundle:
+    """Verify a bundle: GNS3's model rules, minivm's (options on the allow-list, plain file
+    names), every file present and intact, sane kernel args (a Docker-node appliance: GNS3's
+    rules and its image at hand)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -134,7 +137,11 @@ def check_bundle(path: Path) -> Bundle:
     data = parse(text, where=str(path))
     if "docker" in data and "qemu" not in data:
         return docker_node.check(path, data)
-    problems = model_problems(data) + kernel_problems(data)
+    qemu = data.get("qemu")
+    if isinstance(qemu, dict) and isinstance(qemu.get("options"), str) and \
+            (why := options_problem(qemu["options"], allow_unsafe=allow_unsafe_options)):
+        raise MinivmError(f"{path}: qemu.options: {why}", hint=qemu_options.HINT)
+    problems = model_problems(data, allow_unsafe=allow_unsafe_options) + kernel_problems(data)
     if problems:
         raise MinivmError(f"{path}: {summary(problems)}", hint="GNS3 would refuse or "
                           "misboot it; rewrite it with `minivm appliance NAME`")

@@ -15,7 +15,8 @@ from typing import Literal
 from minivm.errors import MinivmError
 from minivm.gns3.reader import Appliance
 from minivm.kinds import ConsoleKind
-from minivm.vm.qemu import Console, Drive, Machine, UdpTunnel, check_options
+from minivm.vm import options
+from minivm.vm.qemu import Console, Drive, Machine, UdpTunnel
 
 
 def machine_from_appliance(
@@ -32,11 +33,13 @@ def machine_from_appliance(
     console: Console | None = None,
     qmp: Path | None = None,
     monitor: Path | None = None,
+    unsafe_options: bool = False,
     **extra: object,
 ) -> Machine:
     """A Machine for a node of ``app``: its settings, the node's overlays (``disks``, from
     ``qemu.create_overlays(app.images, ...)``), the node's links (default: every adapter
-    unconnected), and kernel arguments added after the appliance's own."""
+    unconnected), and kernel arguments added after the appliance's own. The appliance's
+    options pass the allow-list (:mod:`minivm.vm.options`) unless ``unsafe_options``."""
     if adapters is None:
         adapters = [None] * app.adapters
     if len(adapters) > app.adapters:
@@ -44,7 +47,7 @@ def machine_from_appliance(
                           f"{app.name} has {app.adapters}")
     if len(disks) != len(app.disks):
         raise ValueError("one overlay per appliance disk is needed")
-    check_options(app.options, str(app.path))
+    options.check(app.options, where=str(app.path), allow_unsafe=unsafe_options)
     cmdline = " ".join(part for part in (app.kernel_command_line, append) if part)
     m = Machine(
         name=name, node_id=node_id, ram=ram or app.ram, cpus=cpus or app.cpus, accel=accel,
@@ -52,6 +55,7 @@ def machine_from_appliance(
         drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
         adapter_type=app.adapter_type, adapters=tuple(adapters),
         console=console or Console(ConsoleKind.NONE), qmp=qmp, monitor=monitor, options=app.options,
+        unsafe_options=unsafe_options,
     )
     return replace(m, **extra) if extra else m  # type: ignore[arg-type]
 

@@ -44,19 +44,15 @@ METADATA_KEYS: dict[str, Any] = {
 
 def load_metadata(path: Path) -> dict[str, Any]:
     """Read one metadata YAML file; a MinivmError naming the file and key when it is wrong."""
-    import yaml  # here, not at the top: a cached build reads no metadata
+    from minivm import yamlfile  # here, not at the top: a cached build reads no metadata
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise MinivmError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise MinivmError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise MinivmError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})",
-                          hint="fix the file") from None
+    data = yamlfile.load(text, where=str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

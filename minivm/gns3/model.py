@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from minivm.errors import MinivmError
-from minivm.fsutil import md5_file
-from minivm.vm.qemu import FORBIDDEN_OPTIONS
+from minivm.fsutil import md5_file, plain_name_problem
+from minivm.vm import options as qemu_options
 
 KERNEL_CMDLINE_MAX = 2047  # x86 COMMAND_LINE_SIZE (2048) minus the NUL
 
@@ -73,14 +73,14 @@ MD5_RE = re.compile(r"[a-f0-9]{32}")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def options_problem(options: str) -> str | None:
-    """Why GNS3 (or minivm) would refuse these extra QEMU options, or None."""
+def options_problem(options: str, *, allow_unsafe: bool = False) -> str | None:
+    """Why minivm refuses these extra QEMU options (see :mod:`minivm.vm.options`), or None."""
     try:
         words = shlex.split(options)
     except ValueError as e:
         return f"cannot be split into words ({e})"
-    bad = [w for w in words if w in FORBIDDEN_OPTIONS]
-    return f"{bad[0]} is not allowed there (GNS3 attaches disks and NICs itself)" if bad else None
+    found = None if allow_unsafe else qemu_options.problem(words)
+    return f"option {found[0]} is not allowed in an appliance: {found[1]}" if found else None
 
 
 def parse(text: str, *, where: str) -> dict[str, Any]:
@@ -127,8 +127,10 @@ def object_problems(obj: Any, keys: dict[str, Any], required: tuple[str, ...],
     return problems
 
 
-def model_problems(data: dict[str, Any]) -> list[str]:
-    """What GNS3 (server model, GUI schema, registry v6 schema) would refuse in ``data``."""
+def model_problems(data: dict[str, Any], *, allow_unsafe: bool = False) -> list[str]:
+    """What GNS3 (server model, GUI schema, registry v6 schema) would refuse in ``data``, and
+    what minivm refuses in any appliance (options off the allow-list unless ``allow_unsafe``,
+    file names that are not plain)."""
     problems = object_problems(data, TOP_KEYS, TOP_REQUIRED, "appliance")
     qemu = data.get("qemu")
     if qemu is None:
@@ -136,7 +138,7 @@ def model_problems(data: dict[str, Any]) -> list[str]:
     else:
         problems += object_problems(qemu, QEMU_KEYS, QEMU_REQUIRED, "qemu")
         if isinstance(qemu, dict) and isinstance(qemu.get("options"), str) \
-                and (why := options_problem(qemu["options"])):
+                and (why := options_problem(qemu["options"], allow_unsafe=allow_unsafe)):
             problems.append(f"qemu.options: {why}")
     images: list[Any] = data["images"] if isinstance(data.get("images"), list) else []
     names: set[str] = set()
@@ -144,8 +146,8 @@ def model_problems(data: dict[str, Any]) -> list[str]:
         problems += object_problems(image, IMAGE_KEYS, IMAGE_REQUIRED, f"images[{i}]")
         if isinstance(image, dict) and isinstance(image.get("filename"), str):
             filename = image["filename"]
-            if not filename or "/" in filename or filename in (".", ".."):
-                problems.append(f"images[{i}].filename {filename!r} is not a plain file name")
+            if why := plain_name_problem(filename):
+                problems.append(f"images[{i}].filename {filename!r} {why}")
             if filename in names:
                 problems.append(f"images[{i}].filename {filename!r} is listed twice")
             names.add(filename)
@@ -208,7 +210,7 @@ def file_problems(data: dict[str, Any], folder: Path) -> list[str]:
     problems = []
     for image in data.get("images") or []:
         if not isinstance(image, dict) or not isinstance(image.get("filename"), str) \
-                or "/" in image["filename"]:
+                or plain_name_problem(image["filename"]):
             continue
         path = folder / image["filename"]
         if not path.is_file():

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from minivm.errors import MinivmError
-from minivm.fsutil import md5_file
+from minivm.fsutil import md5_file, plain_name_problem
 from minivm.gns3 import reader
-from minivm.gns3.server import Client, image_path
+from minivm.gns3.server import Client, answers, image_path
 from minivm.ui import QUIET, Reporter
+from minivm.vm import options
 
 IMAGE_KEYS = ("hda_disk_image", "hdb_disk_image", "hdc_disk_image", "hdd_disk_image",
               "kernel_image", "initrd")
@@ -97,15 +98,20 @@ def bundle_data(app: reader.Appliance) -> dict[str, Any]:
 def bundle_files(app: reader.Appliance) -> list[ImageFile]:
     """The files a node of ``app`` needs: name, local path, md5 and size (from the .gns3a)."""
     data = bundle_data(app)
-    listed = {i["filename"]: i for i in data.get("images", []) if isinstance(i, dict)}
+    listed = {i["filename"]: i for i in data.get("images", [])
+              if isinstance(i, dict) and isinstance(i.get("filename"), str)}
     chosen = data["versions"][0]["images"]
     files = []
     for key in IMAGE_KEYS:
         name = chosen.get(key)
         if not name:
             continue
+        if not isinstance(name, str) or (why := plain_name_problem(name)):
+            raise MinivmError(f"{app.path}: {key} {name!r} {why or 'is not a string'}",
+                              hint="an appliance names its files beside it; refusing to "
+                                   "upload anything else")
         entry = listed.get(name, {})
-        path = app.path.parent / name
+        path = reader.bundle_file(app.path, name)
         size = path.stat().st_size
         if entry.get("filesize") not in (None, size):
             raise MinivmError(f"{path} is {size} bytes, {app.path.name} says "
@@ -136,7 +142,7 @@ def template_settings(app: reader.Appliance) -> dict[str, Any]:
 
 def server_images(client: Client) -> dict[str, dict[str, Any]]:
     """The server's images by file name."""
-    return {str(i["filename"]): i for i in client.get("/images") or []}
+    return {str(i["filename"]): i for i in client.items("/images")}
 
 
 def upload_images(client: Client, app: reader.Appliance, *,
@@ -166,7 +172,7 @@ def upload_images(client: Client, app: reader.Appliance, *,
 def install_template(client: Client, app: reader.Appliance) -> Template:
     """Create the template, or update the one of the same name when its settings differ."""
     wanted = template_settings(app)
-    for template in client.get("/templates") or []:
+    for template in client.items("/templates"):
         if template.get("name") != app.name:
             continue
         if template.get("template_type") != "qemu" or template.get("builtin"):
@@ -183,8 +189,12 @@ def install_template(client: Client, app: reader.Appliance) -> Template:
     return Template(str(made["template_id"]), "created")
 
 
-def push(client: Client, app: reader.Appliance, *, reporter: Reporter = QUIET) -> Pushed:
-    """Images, then template; returns what was done."""
-    with reporter.stage(f"images:{app.name}", f"Images of {app.name} on {client.creds.url}"):
-        images = upload_images(client, app, reporter=reporter)
-    return Pushed(app.name, client.creds.url, images, install_template(client, app))
+def push(client: Client, app: reader.Appliance, *, reporter: Reporter = QUIET,
+         allow_unsafe_options: bool = False) -> Pushed:
+    """Images, then template; returns what was done. The options are checked before
+    anything is sent."""
+    options.check(app.options, where=str(app.path), allow_unsafe=allow_unsafe_options)
+    with answers(client, f"installing {app.name}"):
+        with reporter.stage(f"images:{app.name}", f"Images of {app.name} on {client.creds.url}"):
+            images = upload_images(client, app, reporter=reporter)
+        return Pushed(app.name, client.creds.url, images, install_template(client, app))

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from minivm.errors import MinivmError
+from minivm.fsutil import plain_name_problem
 from minivm.paths import build_dir
+from minivm.vm.options import NICS
 from minivm.vm.qemu import DISK_INTERFACES
 
 
@@ -67,6 +69,20 @@ def find(name_or_path: str | Path) -> Path:
     return bundle
 
 
+def bundle_file(gns3a: Path, filename: str) -> Path:
+    """The file ``filename`` (a plain name) beside ``gns3a``; a symbolic link to a file outside
+    that folder is refused (it would make `run` read, and `gns3 push` upload, any file)."""
+    file = gns3a.parent / filename
+    if not file.is_file():
+        raise MinivmError(f"appliance image {file} is missing",
+                          hint="rebuild the bundle with: minivm appliance NAME")
+    if file.is_symlink() and file.resolve().parent != gns3a.parent.resolve():
+        raise MinivmError(f"appliance image {file} is a symbolic link out of its folder "
+                          f"(to {file.resolve()})",
+                          hint="copy the file into the appliance's folder")
+    return file
+
+
 def load(name_or_path: str | Path) -> Appliance:
     """Read and check a .gns3a; every referenced image must exist beside it."""
     path = find(name_or_path)
@@ -74,6 +90,8 @@ def load(name_or_path: str | Path) -> Appliance:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MinivmError(f"{path}: not a readable appliance file: {e}") from e
+    if not isinstance(data, dict):
+        raise MinivmError(f"{path}: not an appliance file (not a JSON object)")
     return parse(data, path)
 
 
@@ -86,22 +104,26 @@ def parse(data: dict[str, Any], path: Path) -> Appliance:
     if not isinstance(qemu, dict):
         raise bad("no 'qemu' section (only QEMU appliances can be booted)")
     versions = data.get("versions") or []
-    if not versions or not isinstance(versions[0].get("images"), dict):
+    if not isinstance(versions, list) or not versions or not isinstance(versions[0], dict) \
+            or not isinstance(versions[0].get("images"), dict):
         raise bad("no 'versions' entry naming the image files")
     files = versions[0]["images"]
-    listed = {img.get("filename") for img in data.get("images", [])}
+    images = data.get("images")
+    listed = {img["filename"] for img in images
+              if isinstance(img, dict) and isinstance(img.get("filename"), str)} \
+        if isinstance(images, list) else set()
 
     def image(key: str) -> Path | None:
         filename = files.get(key)
         if not filename:
             return None
+        if not isinstance(filename, str) or (why := plain_name_problem(filename)):
+            raise MinivmError(f"{path}: {key} {filename!r} {why or 'is not a string'}",
+                              hint="an appliance names its files beside it; refusing to read "
+                                   "anything else")
         if listed and filename not in listed:
             raise bad(f"{key} {filename!r} is not listed in 'images'")
-        file = path.parent / filename
-        if not file.is_file():
-            raise MinivmError(f"appliance image {file} is missing",
-                              hint="rebuild the bundle with: minivm appliance NAME")
-        return file
+        return bundle_file(path, filename)
 
     disks = []
     for letter in "abcd":
@@ -112,6 +134,11 @@ def parse(data: dict[str, Any], path: Path) -> Appliance:
                 raise bad(f"hd{letter}_disk_interface {interface!r} is not one of "
                           + ", ".join(DISK_INTERFACES))
             disks.append((disk, interface))
+    if not isinstance(data.get("name"), str) or not data["name"].isprintable():
+        raise bad(f"name {data.get('name')!r} is not one line of printable text")
+    adapter_type = qemu.get("adapter_type")
+    if adapter_type not in NICS:  # it becomes a -device argument: nothing but a NIC's name
+        raise bad(f"adapter_type {adapter_type!r} is not one of {', '.join(NICS)}")
     try:
         options = tuple(shlex.split(qemu.get("options", "") or ""))
         return Appliance(

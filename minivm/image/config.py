@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from minivm.errors import MinivmError
+
 # Files the engine puts in every container (its "init layer"), not the image's own content.
 # When they are empty (the image had none), they are dropped from an export so that the
 # engine path and the daemonless path give the same tree (see is_container_artifact).
@@ -40,15 +42,15 @@ class ImageConfig:
     def from_docker(cls, image_id: str, config: dict[str, Any] | None,
                     created: str | None = None) -> ImageConfig:
         """Read the ``Config`` object of an image (engine inspect or archive config blob)."""
-        config = config or {}
+        config = config if isinstance(config, dict) else {}
         return cls(
             image_id=image_id,
             created=_epoch(created),
-            entrypoint=list(config.get("Entrypoint") or []),
-            cmd=list(config.get("Cmd") or []),
-            env=list(config.get("Env") or []),
-            workdir=config.get("WorkingDir") or "",
-            user=config.get("User") or "",
+            entrypoint=_strings(config, "Entrypoint", image_id),
+            cmd=_strings(config, "Cmd", image_id),
+            env=_strings(config, "Env", image_id),
+            workdir=_string(config, "WorkingDir", image_id),
+            user=_string(config, "User", image_id),
             exposed_ports=sorted(config.get("ExposedPorts") or {}),
             labels=dict(sorted((config.get("Labels") or {}).items())),
         )
@@ -59,6 +61,24 @@ class ImageConfig:
             "env": self.env, "workdir": self.workdir, "user": self.user,
             "exposed_ports": self.exposed_ports, "labels": self.labels, "created": self.created,
         }
+
+
+def _strings(config: dict[str, Any], key: str, image_id: str) -> list[str]:
+    """A list-of-strings field (absent or null: empty); anything else is an error naming it
+    (a string would otherwise be read as a list of its characters)."""
+    value = config.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MinivmError(f"image {short_id(image_id)}: config field {key} is not a list of "
+                          "strings", hint="fix the image's config (its Dockerfile or archive)")
+    return list(value)
+
+
+def _string(config: dict[str, Any], key: str, image_id: str) -> str:
+    value = config.get(key) or ""
+    if not isinstance(value, str):
+        raise MinivmError(f"image {short_id(image_id)}: config field {key} is not a string",
+                          hint="fix the image's config (its Dockerfile or archive)")
+    return value
 
 
 def _epoch(created: str | None) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minivm.errors import MinivmError
 from minivm.image.config import SHADOWED, ImageConfig, is_container_artifact
 from minivm.image.tarstream import Entry, SymlinkGuard
 
@@ -45,16 +46,25 @@ class RootfsStats:
 
 
 def run_config(config: ImageConfig, *, name: str) -> str:
-    """The ``/.minivm/config`` text: one ``KEY VALUE`` record a line, lists as repeated keys."""
-    records = [("name", name)]
-    records += [("entrypoint", arg) for arg in config.entrypoint]
-    records += [("cmd", arg) for arg in config.cmd]
-    records += [("env", item) for item in config.env]
+    """The ``/.minivm/config`` text: one ``KEY VALUE`` record a line, lists as repeated keys.
+
+    Newlines and backslashes are escaped; a NUL cannot be carried (the init reads the file as
+    a C string: everything after it would be lost, the image's USER with it), so a value
+    holding one is refused, naming the field."""
+    fields = [("name", "name", name)]
+    fields += [("entrypoint", f"Entrypoint[{i}]", a) for i, a in enumerate(config.entrypoint)]
+    fields += [("cmd", f"Cmd[{i}]", a) for i, a in enumerate(config.cmd)]
+    fields += [("env", f"Env[{i}]", item) for i, item in enumerate(config.env)]
     if config.workdir:
-        records.append(("workdir", config.workdir))
+        fields.append(("workdir", "WorkingDir", config.workdir))
     if config.user:
-        records.append(("user", config.user))
-    return "".join(f"{key} {_escape(value)}\n" for key, value in records)
+        fields.append(("user", "User", config.user))
+    for _, field_name, value in fields:
+        if "\0" in value:
+            raise MinivmError(f"image {name}: config field {field_name} holds a NUL byte, which "
+                              "the VM's init cannot carry (later settings, USER among them, "
+                              "would be lost)", hint="remove it from the image's config")
+    return "".join(f"{key} {_escape(value)}\n" for key, _, value in fields)
 
 
 def _escape(value: str) -> str:

@@ -23,16 +23,20 @@ from minivm.lab.spec import (
     SOCKET_PATH_MAX,
     STOP_TIMEOUT,
     Lab,
+    check_options,
     endpoint_key,
     load,
     state_dir_of,
 )
 from minivm.lab.state import (
+    SOCKETS,
     NodeRecord,
     State,
     clean_runtime,
     locked,
+    migrate,
     node_dir,
+    private_dir,
     read_state,
     running,
     write_state,
@@ -63,12 +67,16 @@ def node_machine(lab: Lab, name: str, *, disks: list[Path],
         append=node.append, ram=node.ram, cpus=node.cpus, **runtime)
 
 
-def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> list[str]:
+def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
+       allow_unsafe_options: bool = False) -> list[str]:
     """Start every node that is not running; returns the names started.
 
-    Nothing is left half-way: when a node fails to start, the nodes this call started are
-    stopped again and the overlays it created removed, and the error is raised.
+    Every node's appliance options pass the allow-list first (unless
+    ``allow_unsafe_options``). Nothing is left half-way: when a node fails to start, the
+    nodes this call started are stopped again and the overlays it created removed, and the
+    error is raised.
     """
+    check_options(lab, allow_unsafe=allow_unsafe_options)
     which(qemu.QEMU)
     which("qemu-img")
     with locked(lab.state_dir):
@@ -79,6 +87,9 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                 reporter.warn(f"{name}: its QEMU is gone (crash or kill); starting it again")
             clean_runtime(lab, name)
             del state.nodes[name]
+        if moved := migrate(lab.state_dir, state):
+            reporter.info(f"moved the folders of {', '.join(moved)} into "
+                          f"{lab.state_dir / 'nodes'} (the state folder's newer layout)")
         if alive and state.digest != lab.digest:
             raise MinivmError(f"{lab.path.name} changed while its lab runs "
                               f"({', '.join(sorted(alive))})",
@@ -93,7 +104,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
             return []
         chosen = accel_mod.choose(accel or lab.accel, reporter=reporter)
         for name in todo:
-            for sock in ("qmp.sock", "monitor.sock", "console.sock", "control.sock"):
+            for sock in SOCKETS:
                 path = node_dir(lab, name) / sock
                 if len(str(path)) > SOCKET_PATH_MAX:
                     raise MinivmError(f"socket path {path} is too long for a Unix socket",
@@ -106,8 +117,9 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET) -> lis
                 held = _hold_ports(lab, state, todo, holders)
                 for name in todo:
                     with reporter.stage(f"start:{name}", f"Starting {name}"):
-                        state.nodes[name] = _start_node(lab, state, name, chosen, held[name],
-                                                        holders, created)
+                        state.nodes[name] = _start_node(
+                            lab, state, name, chosen, held[name], holders, created,
+                            unsafe_options=allow_unsafe_options)
                     started.append(name)
                 write_state(lab.state_dir, state)  # the daemonized nodes outlive the block
         except BaseException:
@@ -122,8 +134,8 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
     ports), bound now: a port taken is refused before any node starts. The console's comes
     first. New link ports are recorded in ``state.ports``."""
     held: dict[str, list[socket.socket]] = {name: [] for name in todo}
-    if lab.console == "telnet":
-        for name in todo:
+    for name in todo:
+        if lab.nodes[name].console == ConsoleKind.TELNET:
             held[name].append(holders.enter_context(
                 hold_port(0, kind=socket.SOCK_STREAM, what="console")))
     for node, adapter, fixed in endpoints(lab):
@@ -142,16 +154,16 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
 
 
 def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
-                held: list[socket.socket], holders: ExitStack, created: list[Path]
-                ) -> NodeRecord:
+                held: list[socket.socket], holders: ExitStack, created: list[Path], *,
+                unsafe_options: bool = False) -> NodeRecord:
     """Start one node (its VM killed again when ``holders`` unwinds on an error)."""
     node = lab.nodes[name]
     workdir = node_dir(lab, name)
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     new = [p for p in qemu.overlay_paths(node.appliance.images, workdir) if not p.exists()]
     disks = qemu.create_overlays(node.appliance.images, workdir)
     created += new
-    if lab.console == "telnet":
+    if node.console == ConsoleKind.TELNET:
         port = held[0].getsockname()[1]
         console = qemu.Console(ConsoleKind.TELNET, port=port, log=workdir / "console.log")
         address = f"telnet:{LOOPBACK}:{port}"
@@ -163,13 +175,17 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
     m = node_machine(lab, name, disks=disks, adapters=tunnels(lab, state.ports, name),
                      accel=chosen, console=console, qmp=qmp, monitor=workdir / "monitor.sock",
                      pidfile=workdir / "qemu.pid", daemonize=True,
-                     control=workdir / "control.sock", publish=node.publish)
+                     control=workdir / "control.sock", publish=node.publish,
+                     unsafe_options=unsafe_options)
     clean_runtime(lab, name)
     with (workdir / "console.log").open("ab") as log:
         log.write(f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
     started = time.time()
     vm = holders.enter_context(launch(m, log=workdir / "qemu.log", what=f"node {name}",
                                       held=held))
+    for sock in SOCKETS:  # QEMU made them with the umask's mode: the node's user only
+        if (workdir / sock).exists():
+            (workdir / sock).chmod(0o600)
     return NodeRecord(pid=vm.pid, qmp=qmp, console=address, monitor=workdir / "monitor.sock",
                       accel=chosen, started=started, node_id=str(m.node_id), argv=vm.argv,
                       control=workdir / "control.sock",
@@ -253,6 +269,7 @@ def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
             else:
                 reporter.info(f"{name}: {'powered off' if how == 'acpi' else 'was not running'}")
         state.nodes, state.ports = {}, {}
+        migrate(state_dir, state)
         write_state(state_dir, state)
     if clean:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -305,5 +322,6 @@ def wait_console(lab: Lab, pattern: str, *, timeout: float, names: list[str] | N
         if time.monotonic() > deadline:
             missing = ", ".join(n for n in names if n not in seen)
             raise MinivmError(f"{missing}: {pattern!r} not on the console within "
-                              f"{timeout:.0f} s", hint=f"see {lab.state_dir}/*/console.log")
+                              f"{timeout:.0f} s",
+                              hint=f"see {lab.state_dir}/nodes/*/console.log")
         time.sleep(0.1)

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
+from minivm import textsafe
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
 from minivm.gns3 import push
-from minivm.gns3.server import Client
+from minivm.gns3.server import Client, checks_answers
 from minivm.lab.control import node_machine
 from minivm.lab.runner import (
     DownResult,
@@ -40,7 +41,7 @@ from minivm.lab.runner import (
     Write,
     ignore,
 )
-from minivm.lab.spec import STOP_TIMEOUT, External, Lab
+from minivm.lab.spec import STOP_TIMEOUT, External, Lab, check_options
 from minivm.ui import QUIET, Reporter
 from minivm.vm import console as console_mod
 
@@ -50,6 +51,7 @@ ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
 MAX_PARALLEL_STARTS = 8
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+HOST = re.compile(r"[A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\]")  # a name, IPv4 or IPv6 address
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,12 @@ class Gns3Node:
             raise MinivmError(f"the GNS3 server answered a node that is not one ({e})") from e
 
 
-def node_properties(lab: Lab, name: str) -> dict[str, Any]:
-    """The GNS3 QEMU properties of a lab node, read from the Machine the local runner boots."""
+def node_properties(lab: Lab, name: str, *, unsafe_options: bool = False) -> dict[str, Any]:
+    """The GNS3 QEMU properties of a lab node, read from the Machine the local runner boots
+    (whose options pass the allow-list unless ``unsafe_options``)."""
     app = lab.nodes[name].appliance
-    m = node_machine(lab, name, disks=[image for image, _ in app.disks])
+    m = node_machine(lab, name, disks=[image for image, _ in app.disks],
+                     unsafe_options=unsafe_options)
     props: dict[str, Any] = {
         "ram": m.ram, "cpus": m.cpus, "adapters": len(m.adapters),
         "adapter_type": m.adapter_type, "kernel_command_line": m.append,
@@ -123,7 +127,7 @@ def refuse_externals(lab: Lab) -> None:
 
 def resolve_computes(client: Client, lab: Lab) -> dict[str, str]:
     """Each node's compute id (``compute:`` is a compute id or name; default: local)."""
-    known = client.get("/computes") or []
+    known = client.items("/computes")
     ids = {LOCAL_COMPUTE: LOCAL_COMPUTE}
     for c in known:
         ids[str(c["compute_id"])] = str(c["compute_id"])
@@ -162,7 +166,7 @@ def find_project(client: Client, lab: Lab) -> Gns3Project | None:
 
 
 def _find(client: Client, name: str) -> Gns3Project | None:
-    for data in client.get("/projects") or []:
+    for data in client.items("/projects"):
         project = Gns3Project.from_json(data)
         if project.name == name:
             return project
@@ -181,7 +185,7 @@ def _open(client: Client, project: Gns3Project) -> str:
 
 
 def _nodes(client: Client, pid: str) -> dict[str, Gns3Node]:
-    nodes = [Gns3Node.from_json(n) for n in client.get(f"/projects/{pid}/nodes") or []]
+    nodes = [Gns3Node.from_json(n) for n in client.items(f"/projects/{pid}/nodes")]
     return {n.name: n for n in nodes}
 
 
@@ -190,15 +194,20 @@ def _link_key(ends: list[dict[str, Any]]) -> frozenset[tuple[str, int, int]]:
                      for e in ends)
 
 
+@checks_answers("bringing the lab up")
 def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
-       timeout: float = 300.0, reporter: Reporter = QUIET) -> UpResult:
+       timeout: float = 300.0, reporter: Reporter = QUIET,
+       allow_unsafe_options: bool = False) -> UpResult:
     """Install the appliances, make the project, nodes and links, start the nodes (and wait
-    for ``wait`` on their consoles). Returns what the project holds and what this call did."""
+    for ``wait`` on their consoles). Returns what the project holds and what this call did.
+    Every appliance's options pass the allow-list first (unless ``allow_unsafe_options``)."""
     refuse_externals(lab)
+    check_options(lab, allow_unsafe=allow_unsafe_options)
     computes = resolve_computes(client, lab)
     pushed: dict[str, push.Pushed] = {}
     for app in {n.appliance.path: n.appliance for n in lab.nodes.values()}.values():
-        pushed[app.name] = push.push(client, app, reporter=reporter)
+        pushed[app.name] = push.push(client, app, reporter=reporter,
+                                     allow_unsafe_options=allow_unsafe_options)
     project = find_project(client, lab)
     created_project = project is None
     if project is None:
@@ -211,7 +220,8 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     started: dict[str, str] = {}  # name -> node id, in start order
     try:
         with reporter.stage("nodes", f"Nodes and links in the GNS3 project {project_name(lab)}"):
-            nodes = _make_nodes(lab, client, pid, computes, new_nodes)
+            nodes = _make_nodes(lab, client, pid, computes, new_nodes,
+                                unsafe_options=allow_unsafe_options)
             links = _make_links(lab, client, pid, nodes, new_links)
         watch = _Watch(wait, timeout)
         if start:
@@ -230,12 +240,13 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
 
 
 def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
-                new_nodes: list[str]) -> dict[str, Gns3Node]:
+                new_nodes: list[str], *, unsafe_options: bool = False
+                ) -> dict[str, Gns3Node]:
     have = _nodes(client, pid)
     out: dict[str, Gns3Node] = {}
     for i, name in enumerate(lab.nodes):
         app = lab.nodes[name].appliance
-        props = node_properties(lab, name)
+        props = node_properties(lab, name, unsafe_options=unsafe_options)
         node = have.get(name)
         if node is not None:
             if node.node_type != "qemu" or node.compute_id != computes[name]:
@@ -265,7 +276,7 @@ def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
 def _make_links(lab: Lab, client: Client, pid: str, nodes: dict[str, Gns3Node],
                 new_links: list[str]) -> dict[str, str]:
     have = {_link_key(link["nodes"]): str(link["link_id"])
-            for link in client.get(f"/projects/{pid}/links") or []}
+            for link in client.items(f"/projects/{pid}/links")}
     out: dict[str, str] = {}
     for link in lab.links:
         assert not isinstance(link.b, External)
@@ -292,11 +303,16 @@ def console_address(client: Client, node: Gns3Node,
         host = (hosts or {}).get(node.compute_id, "") or ""
     if host in ANY_ADDRESS:
         host = urlparse(client.creds.url).hostname or "127.0.0.1"
+    if not HOST.fullmatch(host) or not 0 < node.console < 65536:  # the server's words
+        raise MinivmError(f"GNS3 server {client.creds.url} gave node "
+                          f"{textsafe.shown(node.name)} the console "
+                          f"{textsafe.shown(f'{host}:{node.console}')!r}, which is no host "
+                          "and port")
     return f"telnet:{host}:{node.console}"
 
 
 def _compute_hosts(client: Client) -> dict[str, str]:
-    return {str(c["compute_id"]): str(c.get("host", "")) for c in client.get("/computes") or []}
+    return {str(c["compute_id"]): str(c.get("host", "")) for c in client.items("/computes")}
 
 
 class _Watch:
@@ -410,6 +426,7 @@ def delete_project(client: Client, pid: str, *, attempts: int = 3) -> None:
             time.sleep(1.0)
 
 
+@checks_answers("reading the lab's state")
 def status(lab: Lab, client: Client) -> LabStatus:
     """Each lab node's state on the server (started, stopped, suspended; absent if missing)."""
     project = find_project(client, lab)
@@ -424,12 +441,14 @@ def status(lab: Lab, client: Client) -> LabStatus:
     for name in lab.nodes:
         node = have.get(name)
         nodes[name] = NodeState(ABSENT) if node is None else NodeState(
-            node.status, node_id=node.node_id, compute_id=node.compute_id,
+            textsafe.shown(node.status), node_id=textsafe.shown(node.node_id),
+            compute_id=textsafe.shown(node.compute_id),
             console=console_address(client, node, hosts))
     return LabStatus(lab=lab.path, server=client.creds.url, project=project_name(lab),
                      project_id=pid, nodes=nodes, links=links)
 
 
+@checks_answers("stopping the lab")
 def down(lab_file: Path, client: Client, *, delete: bool = False,
          reporter: Reporter = QUIET) -> DownResult:
     """Stop every node (GNS3's stop: the ACPI power button); ``delete`` removes the project.
@@ -450,6 +469,7 @@ def down(lab_file: Path, client: Client, *, delete: bool = False,
                       project=name, project_id=pid)
 
 
+@checks_answers("exporting the project")
 def export(lab: Lab, client: Client, out: Path, *, reporter: Reporter = QUIET) -> ExportResult:
     """The project as a portable .gns3project (a zip with its images), written atomically."""
     project = find_project(client, lab)
@@ -495,9 +515,10 @@ class Gns3Runner:
 
     def up(self, lab: Lab, *, accel: str | None = None, start: bool = True,
            wait: str | None = None, timeout: float = 300.0,
-           reporter: Reporter = QUIET) -> UpResult:
+           reporter: Reporter = QUIET, allow_unsafe_options: bool = False) -> UpResult:
         """``accel`` is the server's to choose (its templates' KVM setting)."""
-        return up(lab, self.client, start=start, wait=wait, timeout=timeout, reporter=reporter)
+        return up(lab, self.client, start=start, wait=wait, timeout=timeout, reporter=reporter,
+                  allow_unsafe_options=allow_unsafe_options)
 
     def status(self, lab: Lab) -> LabStatus:
         return status(lab, self.client)

@@ -23,11 +23,12 @@ class LocalRunner:
 
     def up(self, lab: Lab, *, accel: str | None = None, start: bool = True,
            wait: str | None = None, timeout: float = 300.0,
-           reporter: Reporter = QUIET) -> UpResult:
+           reporter: Reporter = QUIET, allow_unsafe_options: bool = False) -> UpResult:
         if not start:
             raise MinivmError("--no-start needs --server (a GNS3 server)")
         offsets = {n: _log_size(lab, n) for n in lab.nodes}
-        started = control.up(lab, accel=accel, reporter=reporter)
+        started = control.up(lab, accel=accel, reporter=reporter,
+                             allow_unsafe_options=allow_unsafe_options)
         seconds: dict[str, float] = {}
         if wait and started:
             with reporter.stage("wait", f"Waiting for {wait!r} on {len(started)} console(s)"):

@@ -167,9 +167,10 @@ class Runner(Protocol):
 
     def up(self, lab: Lab, *, accel: str | None = None, start: bool = True,
            wait: str | None = None, timeout: float = 300.0,
-           reporter: Reporter = QUIET) -> UpResult:
+           reporter: Reporter = QUIET, allow_unsafe_options: bool = False) -> UpResult:
         """Start every node not running (``start=False``: make them only); with ``wait``,
-        until each started node's console shows that regex (``timeout`` s)."""
+        until each started node's console shows that regex (``timeout`` s). The appliances'
+        QEMU options pass the allow-list first, unless ``allow_unsafe_options``."""
         ...
 
     def status(self, lab: Lab) -> LabStatus:

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from minivm import yamlfile
 from minivm.errors import MinivmError
 from minivm.gns3 import reader
 from minivm.kinds import ConsoleKind
-from minivm.vm import qemu
+from minivm.vm import options, qemu
 
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-ENDPOINT = re.compile(r"^(?P<node>[^:\s]+):(?P<port>[^:\s]+)$")
-EXTERNAL = re.compile(r"^udp:(?P<host>[^:\s]+):(?P<rport>\d+):(?P<lport>\d+)$")
-NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters", "publish", "compute"}
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # a whole name: fullmatch
+ENDPOINT = re.compile(r"(?P<node>[^:\s]+):(?P<port>[^:\s]+)")  # fullmatch
+EXTERNAL = re.compile(r"udp:(?P<host>[^:\s]+):(?P<rport>\d+):(?P<lport>\d+)")  # fullmatch
+NODE_KEYS = {"appliance", "ram", "cpus", "append", "adapters", "publish", "compute", "console"}
+CONSOLES = (ConsoleKind.UNIX, ConsoleKind.TELNET)  # a lab node's: unix (default) or telnet
 STOP_TIMEOUT = 10.0
 SOCKET_PATH_MAX = 107
 LOOPBACK = "127.0.0.1"
@@ -34,6 +34,9 @@ class Node:
     adapters: int
     publish: tuple[qemu.Publish, ...] = ()  # host ports forwarded to the node (127.0.0.1)
     compute: str | None = None  # a GNS3 compute (id or name); the local runner ignores it
+    # unix: a socket only its user reaches (`minivm lab console`); telnet: 127.0.0.1:PORT, open
+    # to every local user, for tools that need it. A GNS3 server keeps its own consoles.
+    console: ConsoleKind = ConsoleKind.UNIX
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Lab:
     nodes: dict[str, Node]
     links: tuple[Link, ...]
     accel: str
-    console: str
+    console: ConsoleKind  # the nodes' default
     digest: str
 
     @property
@@ -72,6 +75,13 @@ def state_dir_of(lab_file: Path) -> Path:
     return lab_file.with_name(f"{lab_file.stem}.state")
 
 
+def check_options(lab: Lab, *, allow_unsafe: bool = False) -> None:
+    """Every node's appliance options against the allow-list (:mod:`minivm.vm.options`)."""
+    for node in lab.nodes.values():
+        options.check(node.appliance.options, where=str(node.appliance.path),
+                      allow_unsafe=allow_unsafe)
+
+
 def endpoint_key(node: str, adapter: int) -> str:
     return f"{node}:eth{adapter}"
 
@@ -83,24 +93,26 @@ def load(path: Path) -> Lab:
     path = path.resolve()
     try:
         raw = path.read_bytes()
-        data = yaml.safe_load(raw)
     except OSError as e:
         raise MinivmError(f"cannot read the lab file {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise MinivmError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    data = yamlfile.load(raw, where=str(path))
     where = path.name
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict) or not data["nodes"]:
         raise MinivmError(f"{where}: no 'nodes' mapping", hint="see: minivm lab --help")
     unknown = set(data) - {"nodes", "links", "accel", "console"}
     if unknown:
         raise MinivmError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    console = _console(data.get("console", ConsoleKind.UNIX), where)
     appliances: dict[str, reader.Appliance] = {}
     nodes: dict[str, Node] = {}
     for name, spec in data["nodes"].items():
         name = str(name)
-        if not NODE_NAME.match(name):
+        if not NODE_NAME.fullmatch(name):
             raise MinivmError(f"{where}: node name {name!r} is not valid",
-                              hint="letters, digits, '.', '_' and '-'")
+                              hint="1 to 63 letters, digits, '.', '_' and '-', starting with a "
+                                   "letter or digit")
+        if name in nodes:
+            raise MinivmError(f"{where}: node {name} is given twice")
         spec = spec or {}
         if not isinstance(spec, dict) or "appliance" not in spec:
             raise MinivmError(f"{where}: node {name} has no 'appliance'")
@@ -120,15 +132,20 @@ def load(path: Path) -> Lab:
                            cpus=_int(spec.get("cpus", app.cpus), where, f"{name}.cpus"),
                            append=with_hostname(name, str(spec.get("append", "") or "")),
                            adapters=adapters, publish=_publish(spec.get("publish"), where, name),
-                           compute=str(spec["compute"]) if spec.get("compute") else None)
+                           compute=str(spec["compute"]) if spec.get("compute") else None,
+                           console=_console(spec.get("console", console), f"{where}: {name}"))
     qemu.check_publish([p for n in nodes.values() for p in n.publish], where)
     links = _links(data.get("links") or [], nodes, where)
     accel = str(data.get("accel", "auto"))
-    console = str(data.get("console", ConsoleKind.TELNET))
-    if console not in (ConsoleKind.TELNET, ConsoleKind.UNIX):
-        raise MinivmError(f"{where}: console {console!r} is neither telnet nor unix")
     return Lab(path=path, nodes=nodes, links=links, accel=accel, console=console,
                digest=hashlib.sha256(raw).hexdigest()[:16])
+
+
+def _console(value: Any, where: str) -> ConsoleKind:
+    if value not in CONSOLES:
+        raise MinivmError(f"{where}: console {value!r} is neither unix nor telnet",
+                          hint="unix (the default: `minivm lab console LAB NODE`) or telnet")
+    return ConsoleKind(value)
 
 
 def _publish(value: Any, where: str, name: str) -> tuple[qemu.Publish, ...]:
@@ -159,7 +176,7 @@ def _links(items: Any, nodes: dict[str, Node], where: str) -> tuple[Link, ...]:
             raise MinivmError(f"{where}: link {text!r} is not 'a:eth0 -- b:eth0'")
         ends: list[tuple[str, int] | External] = []
         for part in parts:
-            if ext := EXTERNAL.match(part):
+            if ext := EXTERNAL.fullmatch(part):
                 end: tuple[str, int] | External = External(
                     ext["host"], int(ext["rport"]), int(ext["lport"]))
                 assert isinstance(end, External)
@@ -185,7 +202,7 @@ def _links(items: Any, nodes: dict[str, Node], where: str) -> tuple[Link, ...]:
 
 
 def _endpoint(part: str, text: str, nodes: dict[str, Node], where: str) -> tuple[str, int]:
-    m = ENDPOINT.match(part)
+    m = ENDPOINT.fullmatch(part)
     if not m:
         raise MinivmError(f"{where}: link end {part!r} in {text!r} is not NODE:ethN or "
                           "udp:HOST:REMOTE_PORT:LOCAL_PORT")

@@ -1,4 +1,8 @@
-"""A lab's state folder: ``state.json`` (pids, ports, consoles), its lock, each node's folder."""
+"""A lab's state folder: ``state.json`` (pids, ports, consoles), its ``lock``, and each node's
+folder under ``nodes/`` (so that no node name can be one of the state's own files).
+
+An older layout kept the node folders beside ``state.json``; :func:`migrate` moves them once,
+when no node of the lab runs."""
 
 from __future__ import annotations
 
@@ -94,10 +98,17 @@ def write_state(state_dir: Path, state: State) -> None:
                        (json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n").encode())
 
 
+def private_dir(folder: Path) -> None:
+    """Make ``folder`` (and missing parents) reachable by its owner only (0700): a node's
+    sockets give a root shell and its disks hold the node's data."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+
+
 @contextmanager
 def locked(state_dir: Path) -> Iterator[None]:
     """One lab command at a time per lab (up, down)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     with (state_dir / "lock").open("w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,9 +118,42 @@ def locked(state_dir: Path) -> Iterator[None]:
         yield
 
 
+NODES = "nodes"
+SOCKETS = ("qmp.sock", "monitor.sock", "console.sock", "control.sock")
+NODE_FILES = ("hda_disk.qcow2", "console.log", "qemu.log")  # what marks an old node folder
+
+
 def node_dir(lab: Lab | Path, name: str) -> Path:
     """A node's folder in the state folder (``lab``: a Lab or its state folder)."""
-    return (lab.state_dir if isinstance(lab, Lab) else lab) / name
+    return (lab.state_dir if isinstance(lab, Lab) else lab) / NODES / name
+
+
+def old_node_dirs(state_dir: Path) -> list[Path]:
+    """Node folders of the older layout (``LAB.state/NAME/``), if any."""
+    if not state_dir.is_dir():
+        return []
+    return sorted(p for p in state_dir.iterdir() if p.name != NODES and p.is_dir()
+                  and not p.is_symlink() and any((p / f).exists() for f in NODE_FILES))
+
+
+def migrate(state_dir: Path, state: State) -> list[str]:
+    """Move the older layout's node folders under ``nodes/`` (call it holding the lock);
+    refused while one of those nodes runs. Returns the names moved."""
+    old = old_node_dirs(state_dir)
+    if not old:
+        return []
+    if busy := sorted(n for n, rec in state.nodes.items() if running(rec)
+                      and any(p.name == n for p in old)):
+        raise MinivmError(f"{state_dir} has the older layout and {', '.join(busy)} still run "
+                          "from it", hint="stop the lab (minivm lab down LAB), then up again")
+    (state_dir / NODES).mkdir(exist_ok=True)
+    for folder in old:
+        target = state_dir / NODES / folder.name
+        if target.exists():
+            raise MinivmError(f"{state_dir}: node {folder.name} has a folder in both layouts "
+                              f"({folder} and {target})", hint="keep one of them, remove the other")
+        folder.rename(target)
+    return [p.name for p in old]
 
 
 def running(rec: NodeRecord) -> bool:
@@ -119,7 +163,7 @@ def running(rec: NodeRecord) -> bool:
 
 def clean_runtime(lab: Lab | Path, name: str) -> None:
     """Remove what a dead QEMU leaves: sockets and pid file (never the disks or logs)."""
-    for leftover in ("qmp.sock", "monitor.sock", "console.sock", "control.sock", "qemu.pid"):
+    for leftover in (*SOCKETS, "qemu.pid"):
         remove(node_dir(lab, name) / leftover)
 
 

@@ -47,15 +47,10 @@ from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
 from minivm.kinds import ConsoleKind
 from minivm.run import run
+from minivm.vm import options
 
 QEMU = "qemu-system-x86_64"
 
-# Options refused in a machine's extra options: those GNS3 refuses (the disks and the network
-# are its own) and those that would fight the kernel boot, in QEMU's both spellings.
-FORBIDDEN_OPTIONS = frozenset(
-    f"{dash}{name}" for name in ("drive", "hda", "hdb", "hdc", "hdd", "blockdev", "fsdev",
-                                 "virtfs", "nic", "netdev", "kernel", "initrd", "append")
-    for dash in ("-", "--"))
 # Disk interfaces this command line builds, as GNS3 names them.
 DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
 NICS_PER_BRIDGE = 32
@@ -158,7 +153,8 @@ class Machine:
     qmp: Path | None = None
     control: Path | None = None  # the control channel's Unix socket (QEMU listens)
     publish: tuple[Publish, ...] = ()
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # the appliance's: checked against minivm.vm.options
+    unsafe_options: bool = False  # --allow-unsafe-options: pass them unchecked
     paused: bool = False  # -S: the guest starts on QMP "cont"
     pidfile: Path | None = None
     daemonize: bool = False  # QEMU returns once its sockets are bound (errors come first)
@@ -171,15 +167,6 @@ def mac_address(node_id: uuid.UUID, adapter: int) -> str:
     value = int(f"0e{node_id.hex[2:8]}0000", 16) + adapter
     raw = f"{value:012x}"
     return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
-
-
-def check_options(options: Sequence[str], where: str) -> None:
-    """Refuse the :data:`FORBIDDEN_OPTIONS` (disks, network and kernel belong to the
-    builder)."""
-    for opt in options:
-        if opt in FORBIDDEN_OPTIONS:
-            raise MinivmError(f"{where}: option {opt} is not allowed in the QEMU options",
-                              hint="disks and network adapters come from the appliance settings")
 
 
 def _chardev_path(value: Path | str) -> str:
@@ -314,7 +301,7 @@ def _network_args(m: Machine) -> list[str]:
 
 def command_line(m: Machine) -> list[str]:
     """The argv that boots ``m`` (program first), in GNS3's order."""
-    check_options(m.options, m.name)
+    options.check(m.options, where=m.name, allow_unsafe=m.unsafe_options)
     argv = [m.qemu, "-name", m.name.replace(",", ",,"), "-m", f"{m.ram}M",
             "-smp", f"cpus={m.cpus},maxcpus={m.cpus},sockets=1"]
     argv += _accel_args(m)
