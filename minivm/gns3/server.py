@@ -251,12 +251,19 @@ def unreachable(url: str, error: Exception) -> MinivmError:
                        hint="check the URL (https://HOST:3080) and that gns3server runs")
 
 
+class BadAnswer(MinivmError):
+    """A server's answer that is not what it should be (raised where it is read, named with
+    its server by :func:`answers`)."""
+
+
 @contextmanager
 def answers(client: Client, what: str) -> Iterator[None]:
     """Turn an answer of the wrong shape (a missing key, a string where an object belongs)
     met while ``what`` into one error line naming the server, not a traceback."""
     try:
         yield
+    except BadAnswer as e:
+        raise MinivmError(f"GNS3 server {client.creds.url}: {e.what}", hint=e.hint) from e
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         why = textsafe.shown(f"{type(e).__name__}: {e}")[:120]
         raise MinivmError(f"GNS3 server {client.creds.url} gave an answer minivm cannot use "

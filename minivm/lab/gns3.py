@@ -29,7 +29,7 @@ from minivm import textsafe
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
 from minivm.gns3 import push
-from minivm.gns3.server import Client, checks_answers
+from minivm.gns3.server import BadAnswer, Client, checks_answers
 from minivm.lab.control import node_machine
 from minivm.lab.runner import (
     DownResult,
@@ -82,7 +82,8 @@ class Gns3Node:
                        console_host=str(data.get("console_host") or ""),
                        properties=dict(data.get("properties") or {}))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise MinivmError(f"the GNS3 server answered a node that is not one ({e})") from e
+            raise BadAnswer(f"the GNS3 server answered a node that is not one "
+                            f"({textsafe.shown(str(e))})") from e
 
 
 def node_properties(lab: Lab, name: str, *, unsafe_options: bool = False) -> dict[str, Any]:
@@ -157,7 +158,8 @@ class Gns3Project:
         try:
             return cls(str(data["project_id"]), str(data.get("name")), str(data.get("status")))
         except (KeyError, TypeError, AttributeError) as e:
-            raise MinivmError(f"the GNS3 server answered a project that is not one ({e})") from e
+            raise BadAnswer(f"the GNS3 server answered a project that is not one "
+                            f"({textsafe.shown(str(e))})") from e
 
 
 def find_project(client: Client, lab: Lab) -> Gns3Project | None:
