@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minivm.errors import MinivmError
-from minivm.vm import control
+from minivm.vm import control, transfer
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_SECONDS = float(os.environ.get("MINIVM_FUZZ_SECONDS", "20"))
@@ -77,3 +78,27 @@ def test_the_inits_frame_parser_under_sanitizers(tmp_path: Path) -> None:
     counts = re.fullmatch(r"(\d+) inputs, (\d+) frames, (\d+) items\n", done.stdout)
     assert counts and int(counts[1]) > 0 and int(counts[2]) > 0, done.stdout
     print(done.stdout.strip())
+
+
+GUESTS: list[socket.socket] = []
+
+
+def scripted(answers: list[tuple[int, bytes]]) -> control.Channel:
+    """A channel whose guest has already said ``answers`` (a hostile init's)."""
+    host, guest = socket.socketpair()
+    guest.sendall(b"".join(control.encode(k, p) for k, p in answers))
+    guest.shutdown(socket.SHUT_WR)
+    GUESTS.append(guest)  # open until the test ends: what the client sends is not read
+    return control.Channel.on_socket(host, what="r1")
+
+
+@pytest.mark.parametrize(("sent", "message"), [
+    (b"x" * 20, "sent more of /x than the 10 bytes announced"),
+    (b"x" * 5, "sent 5 bytes of /x, not the 10 announced")])
+def test_a_file_longer_or_shorter_than_announced_leaves_nothing(
+        tmp_path: Path, sent: bytes, message: str) -> None:
+    stat = (control.R_STAT, struct.pack(">III", 0o100644, 0, 10))
+    ch = scripted([stat, stat, (control.DATA, sent), (control.DATA, b""), (control.R_DONE, b"")])
+    with pytest.raises(MinivmError, match=message):
+        transfer.copy_out(ch, "/x", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -198,7 +198,11 @@ class Channel:
         self.close()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
-        self.sock.sendall(encode(kind, payload))
+        try:
+            self.sock.sendall(encode(kind, payload))
+        except OSError as e:
+            raise MinivmError(f"{self.what}: the control channel closed (the VM stopped?)",
+                              hint=e.strerror) from e
 
     def receive(self, timeout: float | None = None, *,
                 quiet: bool = False) -> tuple[int, bytes] | None:
