@@ -21,3 +21,13 @@ class MinivmError(Exception):
         if self.hint:
             text += f" ({' '.join(self.hint.split())})"
         return text
+
+
+def one_line(e: BaseException) -> tuple[str, int]:
+    """The message and exit code the CLI shows an error with (MinivmError, OSError, Ctrl-C)."""
+    if isinstance(e, MinivmError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):  # a file we could not read or write: say which, and why
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}", 1
+    return "interrupted; nothing was left half-written", 130

@@ -52,6 +52,13 @@ def lab_exec(path: Path, node: str, *args: str, stdin: bytes | None = None,
                           input=stdin, capture_output=True, timeout=timeout)
 
 
+def full_cli_exec(path: Path, node: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`lab exec` through the typer app, bypassing the quick path the `minivm` script takes."""
+    run_app = "import sys; from minivm.cli.main import main; sys.argv[0] = 'minivm'; main()"
+    return subprocess.run([sys.executable, "-c", run_app, "lab", "exec", str(path), node, *args],
+                          capture_output=True, timeout=120)
+
+
 # --- the protocol, without a VM -------------------------------------------------------------
 
 def test_frames_round_trip_split_and_resync() -> None:
@@ -145,6 +152,11 @@ def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # no
 
         three = lab_exec(path, "r1", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
         assert (three.returncode, three.stdout, three.stderr) == (3, b"out\n", b"err\n")
+        for args in (["--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                     ["--", "no-such-command"], ["-u", "nobody-here", "--", "true"]):
+            quick, full = lab_exec(path, "r1", *args), full_cli_exec(path, "r1", *args)
+            assert (quick.returncode, quick.stdout, quick.stderr) == \
+                (full.returncode, full.stdout, full.stderr), args
         missing = lab_exec(path, "r1", "--", "no-such-command")
         assert missing.returncode == 127 and b"no-such-command" in missing.stderr
         assert lab_exec(path, "r1", "--", "/etc/hostname").returncode == 126

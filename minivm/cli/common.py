@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from minivm.errors import MinivmError
+from minivm.errors import MinivmError, one_line
 from minivm.ui import Reporter
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
@@ -75,18 +75,8 @@ def user_errors(func: F) -> F:
         except (MinivmError, OSError, KeyboardInterrupt) as e:
             if debugging():
                 traceback.print_exc()
-            raise fail(*_one_line(e)) from None
+            raise fail(*one_line(e)) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _one_line(e: BaseException) -> tuple[str, int]:
-    """The message and exit code an error is shown with."""
-    if isinstance(e, MinivmError):
-        return str(e), e.exit_code
-    if isinstance(e, OSError):  # a file we could not read or write: say which, and why
-        where = f": {e.filename}" if e.filename else ""
-        return f"{e.strerror or e}{where}", 1
-    return "interrupted; nothing was left half-written", 130

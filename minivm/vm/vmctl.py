@@ -7,7 +7,6 @@ on with a pidfd (an event, for children and strangers alike), guest states with 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import select
@@ -16,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient, QMPError
-
 from minivm.errors import MinivmError
 
 POLL = 0.05
@@ -25,6 +22,10 @@ POLL = 0.05
 
 async def _execute(sock: Path, commands: list[tuple[str, dict[str, Any] | None]],
                    timeout: float) -> list[Any]:
+    import asyncio
+
+    from qemu.qmp import QMPClient, QMPError
+
     client = QMPClient("minivm")
     try:
         await asyncio.wait_for(client.connect(str(sock)), timeout)
@@ -37,7 +38,12 @@ async def _execute(sock: Path, commands: list[tuple[str, dict[str, Any] | None]]
 
 def qmp(sock: Path, command: str, args: dict[str, Any] | None = None, *,
         timeout: float = 5.0) -> Any:
-    """Run one QMP command and return its result; a MinivmError if QEMU does not answer."""
+    """Run one QMP command and return its result; a MinivmError if QEMU does not answer.
+    (asyncio and the QMP client are imported here: `lab exec` starts without them.)"""
+    import asyncio
+
+    from qemu.qmp import QMPError
+
     try:
         return asyncio.run(_execute(sock, [(command, args)], timeout))[0]
     except (TimeoutError, QMPError, OSError, EOFError) as e:
