@@ -19,7 +19,7 @@ from minivm.kit import kernel
 from minivm.ui import QUIET
 from tests.vm import VM, Disk, qemu_argv
 
-BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet"
+BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet no_timer_check"
 
 
 def write_context(folder: Path, files: dict[str, str], modes: dict[str, int] | None = None) -> Path:

@@ -116,7 +116,7 @@ def test_bundle_is_whole_versioned_and_valid_for_gns3(project: Path) -> None:
     assert data["registry_version"] == 6 and data["category"] == "guest"
     assert data["appliance_id"] == str(uuid.uuid5(render.ID_NAMESPACE, "r1"))
     q = data["qemu"]
-    assert q["kernel_command_line"] == "console=ttyS0 root=LABEL=minivm-root rw quiet"
+    assert q["kernel_command_line"] == "console=ttyS0 root=LABEL=minivm-root rw quiet no_timer_check"
     assert (q["adapter_type"], q["adapters"], q["console_type"], q["kvm"], q["on_close"]) == \
         ("virtio-net-pci", 1, "telnet", "allow", "shutdown_signal")
     assert q["hda_disk_interface"] == q["hdb_disk_interface"] == "scsi"
@@ -169,7 +169,7 @@ def test_metadata_layers_and_category(project: Path) -> None:
     assert data["symbol"] == "ethernet_switch.svg"
     q = data["qemu"]
     assert (q["ram"], q["adapters"], q["hda_disk_interface"]) == (96, 16, "virtio")
-    assert q["kernel_command_line"].endswith("quiet a=1 b=2")
+    assert q["kernel_command_line"].endswith("quiet no_timer_check a=1 b=2")
 
 
 def test_same_name_same_id_and_rewrite_drops_stale_kit_files(project: Path) -> None:

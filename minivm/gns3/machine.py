@@ -16,7 +16,7 @@ from minivm.errors import MinivmError
 from minivm.gns3.reader import Appliance
 from minivm.kinds import ConsoleKind
 from minivm.vm import options
-from minivm.vm.qemu import Console, Drive, Machine, UdpTunnel
+from minivm.vm.qemu import NO_TIMER_CHECK, Console, Drive, Machine, UdpTunnel, with_kernel_arg
 
 
 def machine_from_appliance(
@@ -49,6 +49,8 @@ def machine_from_appliance(
         raise ValueError("one overlay per appliance disk is needed")
     options.check(app.options, where=str(app.path), allow_unsafe=unsafe_options)
     cmdline = " ".join(part for part in (app.kernel_command_line, append) if part)
+    if app.kernel is not None:
+        cmdline = with_kernel_arg(cmdline, NO_TIMER_CHECK)
     m = Machine(
         name=name, node_id=node_id, ram=ram or app.ram, cpus=cpus or app.cpus, accel=accel,
         kernel=app.kernel, initrd=app.initrd, append=cmdline,

@@ -55,6 +55,9 @@ QEMU = "qemu-system-x86_64"
 DISK_INTERFACES = ("ide", "sata", "nvme", "scsi", "virtio")
 NICS_PER_BRIDGE = 32
 CONTROL_PORT = "org.minivm.control"
+# Every kernel a MiniVM boots gets it (also appliances written before it was in their
+# command line): the kernel's timer check panics the boot of a vCPU the host starves.
+NO_TIMER_CHECK = "no_timer_check"
 PUBLISH_MAC = "0e:6d:76:70:75:62"  # the init knows this one: the published ports' NIC
 PUBLISH_NET = "100.127.255.0/24"   # the end of the shared address space: rarely a lab's own
 PUBLISH_HOST = "100.127.255.2"
@@ -173,8 +176,9 @@ def _chardev_path(value: Path | str) -> str:
     return str(value).replace(",", ",,")
 
 
-def _accel_args(m: Machine) -> list[str]:
-    if m.accel == "kvm":
+def accel_args(accel: str) -> list[str]:
+    """QEMU's accelerator arguments, as GNS3 spells them for KVM."""
+    if accel == "kvm":
         return ["-enable-kvm", "-machine", "smm=off"]
     return ["-accel", "tcg"]
 
@@ -304,7 +308,7 @@ def command_line(m: Machine) -> list[str]:
     options.check(m.options, where=m.name, allow_unsafe=m.unsafe_options)
     argv = [m.qemu, "-name", m.name.replace(",", ",,"), "-m", f"{m.ram}M",
             "-smp", f"cpus={m.cpus},maxcpus={m.cpus},sockets=1"]
-    argv += _accel_args(m)
+    argv += accel_args(m.accel)
     argv += ["-boot", "order=c"]
     argv += disk_args(m.drives)
     argv += _boot_args(m)
@@ -342,6 +346,15 @@ def create_overlays(images: Sequence[Path], workdir: Path, *, reuse: bool = True
             run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                  "-b", str(image.resolve()), str(tmp)], what=f"creating the overlay {path}")
     return paths
+
+
+def with_kernel_arg(cmdline: str, arg: str) -> str:
+    """``cmdline`` with the kernel argument ``arg`` unless it has it: put first, where no
+    quote or ``--`` (after which the words go to init) can take it."""
+    words = cmdline.split()
+    if arg in (words[:words.index("--")] if "--" in words else words):
+        return cmdline
+    return f"{arg} {cmdline}".strip()
 
 
 def shell_line(argv: Sequence[str]) -> str:
