@@ -116,7 +116,8 @@ def test_bundle_is_whole_versioned_and_valid_for_gns3(project: Path) -> None:
     assert data["registry_version"] == 6 and data["category"] == "guest"
     assert data["appliance_id"] == str(uuid.uuid5(render.ID_NAMESPACE, "r1"))
     q = data["qemu"]
-    assert q["kernel_command_line"] == "console=ttyS0 root=LABEL=minivm-root rw quiet no_timer_check"
+    assert q["kernel_command_line"] == \
+        "console=ttyS0 root=LABEL=minivm-root rw quiet no_timer_check"
     assert (q["adapter_type"], q["adapters"], q["console_type"], q["kvm"], q["on_close"]) == \
         ("virtio-net-pci", 1, "telnet", "allow", "shutdown_signal")
     assert q["hda_disk_interface"] == q["hdb_disk_interface"] == "scsi"

@@ -320,6 +320,43 @@ def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
     assert not pids.strip(), "a QEMU of the failed lab still runs"
 
 
+def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) -> None:
+    """A KVM that passed the probe once (the verdict says yes) but runs no Linux now: the node
+    prints nothing, is started again under TCG with one warning line, and boots; the verdict
+    is turned to no, so the next `up` picks TCG at once."""
+    from minivm import paths
+    from minivm.gns3 import reader
+    from minivm.vm import accel
+    from tests import kvm_standin
+
+    folder = kvm_standin.install(tmp_path / "bin")
+    env = {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+    kernel = reader.load(bundle).kernel
+    assert kernel is not None
+    # the verdict is keyed by the QEMU the lab will find on PATH: the stand-in
+    verdict = accel.record_verdict(kernel, True, "seeded by the test",
+                                   qemu=str(folder / kvm_standin.NAME))
+    assert verdict.is_relative_to(paths.cache_dir())
+    path = tmp_path / "lab.yaml"
+    path.write_text(json.dumps({"accel": "auto", "nodes": {"r1": {"appliance": str(bundle)}}}))
+    try:
+        if not os.access(accel.KVM_DEVICE, os.R_OK | os.W_OK):
+            pytest.skip(f"{accel.KVM_DEVICE} is not here: auto never tries KVM")
+        up = subprocess.run([*MINIVM, "lab", "up", str(path), "--wait", READY, "--timeout",
+                             "300"], capture_output=True, text=True, timeout=400, env=env,
+                            cwd=REPO)
+        assert up.returncode == 0, up.stderr
+        warnings = [line for line in up.stderr.splitlines() if "restarted under TCG" in line]
+        assert len(warnings) == 1 and "r1" in warnings[0], up.stderr
+        status = json.loads(cli("lab", "status", path, "--json").stdout)
+        assert status["nodes"]["r1"]["accel"] == "tcg"
+        assert json.loads(verdict.read_text())["kvm"] is False
+    finally:
+        down = cli("lab", "down", path, "--clean")
+        verdict.unlink(missing_ok=True)
+    assert down.returncode == 0, down.stderr
+
+
 def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
     master, slave = pty.openpty()
     proc = subprocess.Popen([*MINIVM, "run", str(bundle), "--accel", "tcg", "--append",

@@ -68,7 +68,8 @@ def run(
         held = [] if print_command else [stack.enter_context(hold_port(
             p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
             what=f"published as {p.text}")) for p in ports]
-        chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep)
+        chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep,
+                                  kernels=[app.kernel] if app.kernel else None)
         if disk_dir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minivm-run-")))
         else:

@@ -48,6 +48,10 @@ from minivm.vm import qemu, vmctl
 from minivm.vm.launch import launch
 
 
+# A node started under KVM that prints nothing on its console for this long is not booting.
+KVM_SILENCE = 5.0
+
+
 def node_id(lab: Lab, name: str) -> uuid.UUID:
     """A node's stable id (also its QEMU -uuid and the base of its MAC addresses)."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"minivm-lab:{lab.path}:{name}")
@@ -102,7 +106,9 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
         if not todo:
             reporter.info("every node is running already")
             return []
-        chosen = accel_mod.choose(accel or lab.accel, reporter=reporter)
+        asked = accel or lab.accel
+        kernels = [k for n in todo if (k := lab.nodes[n].appliance.kernel) is not None]
+        chosen = accel_mod.choose(asked, reporter=reporter, kernels=kernels)
         for name in todo:
             for sock in SOCKETS:
                 path = node_dir(lab, name) / sock
@@ -112,20 +118,59 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
         state.lab, state.digest = str(lab.path), lab.digest
         started: list[str] = []
         created: list[Path] = []
+        log_offsets: dict[str, int] = {}
         try:
             with ExitStack() as holders:
                 held = _hold_ports(lab, state, todo, holders)
                 for name in todo:
                     with reporter.stage(f"start:{name}", f"Starting {name}"):
                         state.nodes[name] = _start_node(
-                            lab, state, name, chosen, held[name], holders, created,
+                            lab, state, name, chosen, held[name], holders, created, log_offsets,
                             unsafe_options=allow_unsafe_options)
                     started.append(name)
+                if chosen == "kvm" and asked == "auto":
+                    _restart_silent_under_tcg(lab, state, started, holders, created,
+                                              log_offsets, reporter,
+                                              unsafe_options=allow_unsafe_options)
                 write_state(lab.state_dir, state)  # the daemonized nodes outlive the block
         except BaseException:
             _rollback(lab, state, started, created)
             raise
         return started
+
+
+def _restart_silent_under_tcg(lab: Lab, state: State, names: list[str], holders: ExitStack,
+                              created: list[Path], log_offsets: dict[str, int],
+                              reporter: Reporter, *, unsafe_options: bool = False) -> None:
+    """Nodes started under KVM whose console stays empty for :data:`KVM_SILENCE` s: KVM does
+    not run this guest here, whatever the probe said. They are killed and started again under
+    TCG (one warning line), and the host's KVM verdict for their kernels is set to no."""
+    silent = set(names)
+    deadline = max(state.nodes[n].started for n in names) + KVM_SILENCE
+    while silent:
+        for name in sorted(silent):
+            log = node_dir(lab, name) / "console.log"
+            if log.exists() and log.stat().st_size > log_offsets[name]:
+                silent.discard(name)
+        if not silent or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    if not silent:
+        return
+    reporter.warn(f"{', '.join(sorted(silent))}: no console output {KVM_SILENCE:.0f} s after "
+                  "starting under KVM (KVM does not run Linux on this host): restarted under "
+                  "TCG")
+    for name in sorted(silent):
+        rec = state.nodes[name]
+        vmctl.stop(rec.pid, None)
+        kernel = lab.nodes[name].appliance.kernel
+        if kernel is not None:
+            accel_mod.record_verdict(kernel, False, f"node {name} printed nothing on its "
+                                                    f"console {KVM_SILENCE:.0f} s into its boot")
+        port = int(rec.console.rsplit(":", 1)[1]) if rec.console.startswith("telnet:") else None
+        state.nodes[name] = _start_node(lab, state, name, "tcg", [], holders, created,
+                                        log_offsets, console_port=port,
+                                        unsafe_options=unsafe_options)
 
 
 def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
@@ -154,9 +199,12 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
 
 
 def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
-                held: list[socket.socket], holders: ExitStack, created: list[Path], *,
+                held: list[socket.socket], holders: ExitStack, created: list[Path],
+                log_offsets: dict[str, int], *, console_port: int | None = None,
                 unsafe_options: bool = False) -> NodeRecord:
-    """Start one node (its VM killed again when ``holders`` unwinds on an error)."""
+    """Start one node (its VM killed again when ``holders`` unwinds on an error); where its
+    console log starts for this boot goes to ``log_offsets``. ``console_port``: the telnet
+    console's port when none is ``held`` (a node started again)."""
     node = lab.nodes[name]
     workdir = node_dir(lab, name)
     private_dir(workdir)
@@ -164,7 +212,7 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
     disks = qemu.create_overlays(node.appliance.images, workdir)
     created += new
     if node.console == ConsoleKind.TELNET:
-        port = held[0].getsockname()[1]
+        port = held[0].getsockname()[1] if console_port is None else console_port
         console = qemu.Console(ConsoleKind.TELNET, port=port, log=workdir / "console.log")
         address = f"telnet:{LOOPBACK}:{port}"
     else:
@@ -180,6 +228,7 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
     clean_runtime(lab, name)
     with (workdir / "console.log").open("ab") as log:
         log.write(f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+        log_offsets[name] = log.tell()
     started = time.time()
     vm = holders.enter_context(launch(m, log=workdir / "qemu.log", what=f"node {name}",
                                       held=held))

@@ -1,20 +1,31 @@
-"""Choose QEMU's accelerator: ``kvm``, ``tcg``, or ``auto`` (KVM only if a guest really runs).
+"""Choose QEMU's accelerator: ``kvm``, ``tcg``, or ``auto`` (KVM only if Linux really boots).
 
-/dev/kvm may exist and answer ioctls while a guest never runs (a nested or broken host), so
-``auto`` boots a 512-byte guest under KVM: it writes one byte to an ``isa-debug-exit`` port and
-QEMU exits with a known code. No exit within the timeout means KVM hangs here: TCG it is.
+/dev/kvm may exist and answer ioctls while a guest never runs, or runs a few real-mode
+instructions and then hangs (nested or broken hosts). So ``auto`` boots the kernel the VM will
+boot, under KVM, with a probe initramfs whose init prints a marker on the serial console and
+exits: the marker within :data:`PROBE_TIMEOUT` seconds means the kernel booted to user space,
+anything else means TCG. The verdict is cached per host, QEMU binary and kernel (the cache
+folder's ``accel/``), so the probe costs its seconds once. Without a kernel (an appliance that
+boots from its disk) a 512-byte boot sector is the probe, uncached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import select
+import struct
 import subprocess
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from minivm import paths
 from minivm.errors import MinivmError
+from minivm.fsutil import atomic_write_bytes
 from minivm.kinds import AccelChoice
 from minivm.run import spawn, which
 from minivm.ui import Reporter
@@ -22,7 +33,9 @@ from minivm.vm.qemu import QEMU
 
 Accel = Literal["kvm", "tcg"]
 CHOICES = tuple(AccelChoice)
-PROBE_TIMEOUT = 3.0
+PROBE_TIMEOUT = 8.0  # a kernel reaches user space in well under a second under KVM
+MARKER = b"minivm-kvm-probe-ok"
+KVM_DEVICE = "/dev/kvm"
 _EXIT_PORT = 0xF4
 _EXIT_VALUE = 0x31
 # mov al, 0x31 ; out 0xf4, al ; cli ; hlt ; jmp $-1 (QEMU exits with (0x31 << 1) | 1 = 99)
@@ -33,11 +46,137 @@ def _boot_sector() -> bytes:
     return _BOOT_CODE + bytes(510 - len(_BOOT_CODE)) + b"\x55\xaa"
 
 
+def probe_init() -> bytes:
+    """A static x86-64 ELF program: write(1, MARKER "\\n"), exit_group(0). The probe
+    initramfs's /init (the kernel opens /dev/console as its stdout); harmless anywhere else."""
+    message = MARKER + b"\n"
+    code = (b"\xb8\x01\x00\x00\x00"          # mov eax, 1 (write)
+            b"\xbf\x01\x00\x00\x00"          # mov edi, 1
+            b"\x48\x8d\x35" + struct.pack("<i", 18) +  # lea rsi, [rip + 18]: the message
+            b"\xba" + struct.pack("<I", len(message)) +  # mov edx, len
+            b"\x0f\x05"                      # syscall
+            b"\xb8\xe7\x00\x00\x00"          # mov eax, 231 (exit_group)
+            b"\x31\xff"                      # xor edi, edi
+            b"\x0f\x05"                      # syscall
+            b"\xeb\xfe")                     # jmp $
+    base, start = 0x400000, 64 + 56
+    size = start + len(code) + len(message)
+    header = (b"\x7fELF\x02\x01\x01" + bytes(9)
+              + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, base + start, 64, 0, 0, 64, 56, 1,
+                            0, 0, 0))
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + segment + code + message
+
+
+def _probe_initramfs(path: Path) -> None:
+    from minivm.kit import initramfs
+
+    tree = initramfs.Tree()
+    tree.char_device("dev/console", 5, 1)
+    tree.file("init", probe_init(), mode=0o755)
+    initramfs.write(tree, path, compression="none")
+
+
+def boot_to_marker(kernel: Path, accel: Accel, *, timeout: float = PROBE_TIMEOUT,
+                   qemu: str = QEMU) -> tuple[bool, str]:
+    """Boot ``kernel`` with the probe initramfs under ``accel``, as GNS3 starts a node
+    (machine pc, its accelerator arguments); whether the marker came within ``timeout``."""
+    from minivm.vm.qemu import accel_args
+
+    with tempfile.TemporaryDirectory(prefix="minivm-probe-") as tmp:
+        initrd = Path(tmp) / "probe.cpio"
+        _probe_initramfs(initrd)
+        argv = [which(qemu), "-nodefaults", "-display", "none", "-m", "64", "-no-reboot",
+                *accel_args(accel), "-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "stdio"]
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        seen, err = b"", b""
+        deadline = time.monotonic() + timeout
+        try:
+            while MARKER not in seen and (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([proc.stdout, proc.stderr], [], [], left)
+                for stream in ready:
+                    chunk = os.read(stream.fileno(), 65536)
+                    if stream is proc.stdout:
+                        seen = (seen + chunk)[-4096:]
+                    else:
+                        err = (err + chunk)[-4096:]
+                if proc.poll() is not None and not ready:
+                    break
+        finally:
+            proc.kill()
+            proc.wait()
+    if MARKER in seen:
+        return True, f"Linux booted under {accel}"
+    lines = err.decode(errors="replace").strip().splitlines()
+    if lines:
+        return False, f"{accel} failed: {lines[-1]}"
+    if time.monotonic() >= deadline:
+        return False, f"the kernel did not reach user space under {accel} within {timeout:.0f} s"
+    return False, f"QEMU exited ({proc.returncode}) before the kernel reached user space"
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _host_key() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "microcode")):
+                model += line
+    except OSError:
+        pass
+    return "|".join(os.uname()) + model
+
+
+def verdict_path(kernel: Path, qemu: str = QEMU) -> Path:
+    """Where the KVM verdict for this host, QEMU binary and kernel is kept."""
+    key = "\n".join((_host_key(), _file_key(Path(which(qemu))), _file_key(kernel)))
+    return paths.cache_dir() / "accel" / f"kvm-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def record_verdict(kernel: Path, ok: bool, why: str, qemu: str = QEMU) -> Path:
+    """Keep a verdict (the probe's, or a node's that did not boot under KVM after all)."""
+    path = verdict_path(kernel, qemu)
+    data = {"kvm": ok, "why": why, "kernel": str(kernel.resolve()), "qemu": which(qemu),
+            "host": os.uname().nodename, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime())}
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode() + b"\n")
+    return path
+
+
+def _cached_verdict(path: Path) -> tuple[bool, str] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("kvm"), bool):
+        return None
+    return data["kvm"], f"{data.get('why', '')} (cached in {path}; remove it to probe again)"
+
+
+def kernel_boots_under_kvm(kernel: Path, qemu: str = QEMU) -> tuple[bool, str]:
+    """The cached verdict for ``kernel`` on this host, probing once when there is none."""
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        return False, f"{KVM_DEVICE} is missing or not accessible"
+    path = verdict_path(kernel, qemu)
+    if (cached := _cached_verdict(path)) is not None:
+        return cached
+    ok, why = boot_to_marker(kernel, "kvm", qemu=qemu)
+    record_verdict(kernel, ok, why, qemu)
+    return ok, why
+
+
 @cache
-def kvm_works(timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """Whether a tiny guest runs to completion under KVM; with the reason when not."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False, "/dev/kvm is missing or not accessible"
+def kvm_works(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether a 512-byte guest runs to completion under KVM (for appliances with no kernel
+    of their own); with the reason when not."""
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        return False, f"{KVM_DEVICE} is missing or not accessible"
     qemu = which(QEMU)
     with tempfile.TemporaryDirectory(prefix="minivm-kvm-") as tmp:
         disk = Path(tmp) / "probe.img"
@@ -57,19 +196,38 @@ def kvm_works(timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
     return False, f"KVM failed: {lines[-1] if lines else f'exit {proc.returncode}'}"
 
 
-def choose(accel: str, *, kvm_setting: str = "allow", reporter: Reporter | None = None) -> Accel:
+def host_linux_under_kvm() -> tuple[bool, str]:
+    """The KVM verdict for the host's newest /boot kernel (what libguestfs boots)."""
+    kernels = [k for k in sorted(Path("/boot").glob("vmlinuz-*")) if os.access(k, os.R_OK)]
+    return kernel_boots_under_kvm(kernels[-1]) if kernels else kvm_works()
+
+
+def _kvm_verdict(kernels: list[Path]) -> tuple[bool, str]:
+    if not kernels:
+        return kvm_works()
+    for kernel in sorted(set(kernels)):
+        ok, why = kernel_boots_under_kvm(kernel)
+        if not ok:
+            return False, why
+    return True, "Linux booted under KVM"
+
+
+def choose(accel: str, *, kvm_setting: str = "allow", reporter: Reporter | None = None,
+           kernels: list[Path] | None = None) -> Accel:
     """The accelerator for ``--accel`` (auto, kvm, tcg) and the appliance's ``kvm`` setting
-    (require, allow, disable). ``auto`` probes and says which it picked."""
+    (require, allow, disable). ``kernels``: what the VMs boot (``auto`` picks KVM only when
+    each of them reaches user space under it). ``auto`` says which it picked."""
     if accel not in CHOICES:
         raise MinivmError(f"--accel {accel!r} is not one of {', '.join(CHOICES)}")
     if accel == "tcg" or (accel == "auto" and kvm_setting == "disable"):
         return "tcg"
-    ok, why = kvm_works()
     if accel == "kvm" or kvm_setting == "require":
+        ok, why = kvm_works()  # forced: only refuse what cannot start at all
         if not ok:
             raise MinivmError(f"KVM cannot be used: {why}",
                               hint="use --accel tcg (slower, always works)")
         return "kvm"
+    ok, why = _kvm_verdict(list(kernels or []))
     if reporter:
         reporter.info("acceleration: KVM" if ok else f"acceleration: TCG ({why})")
     return "kvm" if ok else "tcg"
