@@ -47,7 +47,6 @@ from minivm.vm import accel as accel_mod
 from minivm.vm import qemu, vmctl
 from minivm.vm.launch import launch
 
-
 # A node started under KVM that prints nothing on its console for this long is not booting.
 KVM_SILENCE = 5.0
 

@@ -89,24 +89,22 @@ def boot_to_marker(kernel: Path, accel: Accel, *, timeout: float = PROBE_TIMEOUT
         argv = [which(qemu), "-nodefaults", "-display", "none", "-m", "64", "-no-reboot",
                 *accel_args(accel), "-kernel", str(kernel), "-initrd", str(initrd),
                 "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "stdio"]
-        proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
         seen, err = b"", b""
         deadline = time.monotonic() + timeout
-        try:
-            while MARKER not in seen and (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([proc.stdout, proc.stderr], [], [], left)
+        with spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            streams = [proc.stdout, proc.stderr]
+            while MARKER not in seen and streams and (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select(streams, [], [], left)
                 for stream in ready:
                     chunk = os.read(stream.fileno(), 65536)
-                    if stream is proc.stdout:
+                    if not chunk:
+                        streams.remove(stream)
+                    elif stream is proc.stdout:
                         seen = (seen + chunk)[-4096:]
                     else:
                         err = (err + chunk)[-4096:]
-                if proc.poll() is not None and not ready:
-                    break
-        finally:
             proc.kill()
-            proc.wait()
     if MARKER in seen:
         return True, f"Linux booted under {accel}"
     lines = err.decode(errors="replace").strip().splitlines()
