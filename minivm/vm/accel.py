@@ -86,9 +86,9 @@ def boot_to_marker(kernel: Path, accel: Accel, *, timeout: float = PROBE_TIMEOUT
     with tempfile.TemporaryDirectory(prefix="minivm-probe-") as tmp:
         initrd = Path(tmp) / "probe.cpio"
         _probe_initramfs(initrd)
-        argv = [which(qemu), "-nodefaults", "-display", "none", "-m", "64", "-no-reboot",
+        argv = [which(qemu), "-nodefaults", "-display", "none", "-m", "256", "-no-reboot",
                 *accel_args(accel), "-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "stdio"]
+                "-append", "console=ttyS0 quiet panic=-1 rdinit=/init", "-serial", "stdio"]
         seen, err = b"", b""
         deadline = time.monotonic() + timeout
         with spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -104,20 +104,29 @@ def boot_to_marker(kernel: Path, accel: Accel, *, timeout: float = PROBE_TIMEOUT
                         seen = (seen + chunk)[-4096:]
                     else:
                         err = (err + chunk)[-4096:]
+            exited = proc.poll() is not None
             proc.kill()
     if MARKER in seen:
         return True, f"Linux booted under {accel}"
-    lines = err.decode(errors="replace").strip().splitlines()
-    if lines:
-        return False, f"{accel} failed: {lines[-1]}"
-    if time.monotonic() >= deadline:
+    if not exited:
         return False, f"the kernel did not reach user space under {accel} within {timeout:.0f} s"
-    return False, f"QEMU exited ({proc.returncode}) before the kernel reached user space"
+    lines = err.decode(errors="replace").strip().splitlines()
+    return False, (f"QEMU exited ({proc.returncode}) before the kernel reached user space under "
+                   f"{accel}" + (f": {lines[-1]}" if lines else ""))
 
 
 def _file_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _content_key(path: Path) -> str:
+    """A kernel by its bytes: every bundle holds its own copy or link of the kit's."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _host_key() -> str:
@@ -133,7 +142,7 @@ def _host_key() -> str:
 
 def verdict_path(kernel: Path, qemu: str = QEMU) -> Path:
     """Where the KVM verdict for this host, QEMU binary and kernel is kept."""
-    key = "\n".join((_host_key(), _file_key(Path(which(qemu))), _file_key(kernel)))
+    key = "\n".join((_host_key(), _file_key(Path(which(qemu))), _content_key(kernel)))
     return paths.cache_dir() / "accel" / f"kvm-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
