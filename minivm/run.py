@@ -24,6 +24,9 @@ PROVIDERS = {
     "debugfs": "e2fsprogs",
     "fakeroot": "fakeroot",
     "tar": "tar",
+    "vde_switch": "vde2",
+    "vde_plug": "vdeplug",
+    "dot": "graphviz",
 }
 
 

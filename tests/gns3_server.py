@@ -8,6 +8,7 @@ The ``gns3server`` binary comes from the separate venv made by ``tests/gns3_env.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,9 @@ PASSWORD = "minivm-test-password"
 COMPUTE_USER = "compute"
 COMPUTE_PASSWORD = "minivm-compute-password"
 START_TIMEOUT = 90.0
+# GNS3 runs its built-in Ethernet switch in Dynamips, which no Debian package ships: without
+# a real one, this stand-in lets the server create switches and their links (no frames pass).
+DYNAMIPS_STANDIN = Path(__file__).resolve().parent / "dynamips-standin" / "dynamips"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ default_admin_password = {PASSWORD}
 [Qemu]
 enable_hardware_acceleration = False
 require_hardware_acceleration = False
+
+[Dynamips]
+dynamips_path = {shutil.which("dynamips") or DYNAMIPS_STANDIN}
 """)
     return conf
 

@@ -421,3 +421,55 @@ def test_node_properties_follow_the_lab_file(bundle: Path, tmp_path: Path) -> No
     assert lab.nodes["p1"].append.endswith("foo=bar")
     assert props["ram"] == 200 and props["kernel_command_line"] == \
         f"{app.kernel_command_line} {lab.nodes['p1'].append}"
+
+
+def test_segment_is_an_ethernet_switch_with_a_link_per_member(bundle: Path, cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    """A network becomes GNS3's ethernet_switch with one port and one link per member, and
+    each node's kernel arguments carry its address and its peers' names. Made with
+    --no-start: starting QEMU nodes needs uBridge, and the switch Dynamips (a stand-in here
+    when the host has none: it answers GNS3 but passes no frames)."""
+    path = tmp_path / "seg.yaml"
+    app = str(bundle)
+    path.write_text(json.dumps({
+        "nodes": {"s1": {"appliance": app}, "s2": {"appliance": app},
+                  "s3": {"appliance": app, "compute": "remote1"}},
+        "networks": {"lan": {"subnet": "10.77.0.0/24",
+                             "members": ["s1:eth0", "s2:eth0", "s3:eth0"]}}}))
+    url = cluster.controller.url
+    up = cli("lab", "up", path, "--server", url, "--no-start", "--json")
+    assert up.returncode == 0, up.stderr
+    try:
+        pid = json.loads(up.stdout)["project_id"]
+        nodes = {n["name"]: n for n in gs.api(cluster.controller, "GET",
+                                              f"/projects/{pid}/nodes").json()}
+        switch = nodes["lan"]
+        assert switch["node_type"] == "ethernet_switch"
+        assert [p["port_number"] for p in switch["properties"]["ports_mapping"]] == [0, 1, 2]
+        assert switch["compute_id"] == "local"
+        links = gs.api(cluster.controller, "GET", f"/projects/{pid}/links").json()
+        ends = sorted(tuple(sorted((nodes_by_id(nodes)[e["node_id"]], e["adapter_number"],
+                                    e["port_number"]) for e in link["nodes"]))
+                      for link in links)
+        assert ends == [(("lan", 0, 0), ("s1", 0, 0)), (("lan", 0, 1), ("s2", 0, 0)),
+                        (("lan", 0, 2), ("s3", 0, 0))]
+        args = nodes["s2"]["properties"]["kernel_command_line"]
+        assert "ip=10.77.0.2/24:::::eth0:off" in args and "add_host=s1:10.77.0.1,s3:10.77.0.3" \
+            in args
+        status = json.loads(cli("lab", "status", path, "--server", url, "--json").stdout)
+        assert status["networks"]["lan"]["node_id"] == switch["node_id"]
+        assert status["nodes"]["s3"]["addresses"] == {"eth0": "10.77.0.3/24"}
+        again = cli("lab", "up", path, "--server", url, "--no-start", "--json")
+        assert again.returncode == 0, again.stderr
+        after = {n["name"]: n["node_id"] for n in gs.api(cluster.controller, "GET",
+                                                        f"/projects/{pid}/nodes").json()}
+        assert after == {name: n["node_id"] for name, n in nodes.items()}  # all reused
+        assert len(gs.api(cluster.controller, "GET", f"/projects/{pid}/links").json()) == 3
+    finally:
+        down = cli("lab", "down", path, "--server", url, "--delete")
+    assert down.returncode == 0, down.stderr
+    assert_clean(cluster)
+
+
+def nodes_by_id(nodes: dict[str, dict[str, object]]) -> dict[object, str]:
+    return {n["node_id"]: name for name, n in nodes.items()}

@@ -86,7 +86,7 @@ void hardware_later(void);
 void network_up(const char *hostname);
 void setup_hostname(char *out, size_t outlen);
 void write_etc_files(const char *hostname);
-const char *static_ip_of_eth0(void);
+const char *first_static_ip(void);
 
 /* spawn.c */
 pid_t spawn(const struct proc *p);

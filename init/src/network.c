@@ -18,9 +18,10 @@
 
 #define MARK_DEFAULT "# minivm: default"  /* DHCP may replace it */
 #define MARK_KERNEL "# minivm: kernel"    /* set by a kernel argument: kept as is */
+#define MARK_HOSTS "# minivm: add_host"   /* the block added to an image's own /etc/hosts */
 
 static int sock = -1;
-static char eth0_ip[INET_ADDRSTRLEN];
+static char first_ip[INET_ADDRSTRLEN]; /* the first static address given */
 static bool publish; /* the published ports' NIC is there */
 
 static int ifsock(void)
@@ -222,8 +223,8 @@ static void apply_ip(const char *spec, int nics, const char *hostname)
 		set_flags(ifname, IFF_UP);
 		if (f[2] && *f[2])
 			add_default_route(ifname, f[2]);
-		if (i == 0)
-			scopy(eth0_ip, sizeof(eth0_ip), addr);
+		if (!first_ip[0])
+			scopy(first_ip, sizeof(first_ip), addr);
 		if (!f[5] || !*f[5])
 			break; /* a static address without a device: the first adapter only */
 	}
@@ -269,6 +270,11 @@ void network_up(const char *hostname)
 		    set_flags(PUBLISH_IF, IFF_UP) < 0)
 			say("cannot configure %s: %s", PUBLISH_IF, strerror(errno));
 	}
+	for (int i = 0; i < nics; i++) { /* link up, as a container's interfaces are */
+		char ifname[IFNAMSIZ];
+		snprintf(ifname, sizeof(ifname), "eth%d", i);
+		set_flags(ifname, IFF_UP);
+	}
 	const char *ifup = ifupdown();
 	if (kcmd.nip || !ifup || !interfaces_configure_lo())
 		set_flags("lo", IFF_UP);
@@ -287,9 +293,9 @@ void network_up(const char *hostname)
 	}
 }
 
-const char *static_ip_of_eth0(void)
+const char *first_static_ip(void)
 {
-	return eth0_ip[0] ? eth0_ip : NULL;
+	return first_ip[0] ? first_ip : NULL;
 }
 
 /* The <hostname> field (the fifth) of an ip= argument, copied into buf; NULL when empty. */
@@ -339,30 +345,65 @@ static bool ours(const char *path)
 	return mine;
 }
 
+/* The add_host= entries (name:ip,... as docker run --add-host) as hosts lines, after the
+ * host's own line. */
+static int host_lines(char *buf, size_t size, const char *hostname)
+{
+	const char *ip = first_static_ip();
+	int n = snprintf(buf, size, "%s\t%s\n", ip ? ip : "127.0.1.1", hostname);
+	char *list = kcmd.add_host ? strdup(kcmd.add_host) : NULL;
+	for (char *s = NULL, *e = list ? strtok_r(list, ",", &s) : NULL; e;
+	     e = strtok_r(NULL, ",", &s)) {
+		char *colon = strchr(e, ':');
+		if (colon && n < (int)size) {
+			*colon = 0;
+			n += snprintf(buf + n, size - n, "%s\t%s\n", colon + 1, e);
+		}
+	}
+	free(list);
+	return n < (int)size ? n : (int)size - 1;
+}
+
+/* An image's own /etc/hosts is kept as it ships; add_host= entries go in a marked block at its
+ * end (the block of an earlier boot replaced), as Docker's extra_hosts add to its file. */
+static void add_to_image_hosts(const char *hostname)
+{
+	char *data = read_file("/etc/hosts", NULL);
+	size_t keep = data ? strlen(data) : 0;
+	char *block = data ? strstr(data, "\n" MARK_HOSTS) : NULL;
+	if (block)
+		keep = block - data + 1;
+	static char buf[65536];
+	if (keep + 16384 > sizeof(buf)) {
+		say("/etc/hosts is too large to add the add_host= entries to: left as it is");
+		free(data);
+		return;
+	}
+	int n = snprintf(buf, sizeof(buf), "%.*s%s%s\n", (int)keep, data ? data : "",
+			 keep && data[keep - 1] != '\n' ? "\n" : "", MARK_HOSTS);
+	if (n < (int)sizeof(buf))
+		host_lines(buf + n, sizeof(buf) - n, hostname);
+	free(data);
+	if (write_file("/etc/hosts", buf, 0644) < 0)
+		say("cannot write /etc/hosts: %s", strerror(errno));
+}
+
 void write_etc_files(const char *hostname)
 {
-	char buf[4096];
+	char buf[16384];
 	int n;
 	mkdirs("/etc", 0755);
-	if (kcmd.add_host || ours("/etc/hosts")) {
-		const char *ip = static_ip_of_eth0();
+	if (ours("/etc/hosts")) {
 		n = snprintf(buf, sizeof(buf),
 			     "%s\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 			     "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-			     "ff02::2\tip6-allrouters\n%s\t%s\n",
-			     kcmd.add_host ? MARK_KERNEL : MARK_DEFAULT, ip ? ip : "127.0.1.1", hostname);
-		char *list = kcmd.add_host ? strdup(kcmd.add_host) : NULL;
-		for (char *s = NULL, *e = list ? strtok_r(list, ",", &s) : NULL; e;
-		     e = strtok_r(NULL, ",", &s)) {
-			char *colon = strchr(e, ':'); /* name:ip, as docker run --add-host */
-			if (colon && n < (int)sizeof(buf)) {
-				*colon = 0;
-				n += snprintf(buf + n, sizeof(buf) - n, "%s\t%s\n", colon + 1, e);
-			}
-		}
-		free(list);
+			     "ff02::2\tip6-allrouters\n",
+			     kcmd.add_host ? MARK_KERNEL : MARK_DEFAULT);
+		host_lines(buf + n, sizeof(buf) - n, hostname);
 		if (write_file("/etc/hosts", buf, 0644) < 0)
 			say("cannot write /etc/hosts: %s", strerror(errno));
+	} else if (kcmd.add_host) {
+		add_to_image_hosts(hostname);
 	}
 	bool from_kernel = kcmd.dns || dns_from_ip[0];
 	if (from_kernel || ours("/etc/resolv.conf")) {

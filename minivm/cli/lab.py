@@ -37,13 +37,19 @@ def up(lab_file: LabFile, accel: Accel = None,
        no_start: Annotated[bool, typer.Option(
            "--no-start", help="With --server: make the project, nodes and links only.")] = False,
        allow_unsafe_options: AllowUnsafeOptions = False,
+       no_build: Annotated[bool, typer.Option(
+           "--no-build", help="Never build an `image:` node's source; refuse if one is not "
+                              "built.")] = False,
        quiet: Quiet = False, json_output: Json = False) -> None:
     """Start every node of the lab that is not running, in the background.
 
-    Lab file: `nodes:` (name -> appliance, ram, append, adapters, publish: ["8080:80"]:
+    Lab file: `nodes:` (name -> appliance, or image: a context folder, reference or archive
+    that `up` builds when missing or changed; ram, append, adapters, publish: ["8080:80"]:
     127.0.0.1:8080 on the host reaches the node's port 80; compute: a GNS3 compute, with
-    --server), `links:` (`r1:eth0 -- r2:eth0`, or `r1:eth1 --
-    udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab),
+    --server; ip: {NETWORK: ADDRESS}), `links:` (`r1:eth0 -- r2:eth0`, or `r1:eth1 --
+    udp:HOST:REMOTE_PORT:LOCAL_PORT` to something outside the lab), `networks:` (named
+    segments: `lan: {subnet: 10.77.0.0/24, members: [a:eth0, b:eth0, c:eth0]}`; a subnet
+    gives each member an address and every node the names of its peers),
     optional `accel:` and `console:` (unix, the default: `minivm lab console LAB NODE`; or
     telnet: 127.0.0.1:PORT, for tools that need it; also per node). State goes to LAB.state/
     beside it (node folders in LAB.state/nodes/).
@@ -51,15 +57,20 @@ def up(lab_file: LabFile, accel: Accel = None,
     With --server the lab runs on a GNS3 server instead: a project named after the lab file,
     one QEMU node per lab node (on its `compute:`, default the controller's own), its links.
     """
-    from minivm.lab.spec import check_options, load
+    from minivm.lab import images
+    from minivm.lab.spec import check_options, load, state_dir_of
     rep = reporter(quiet=quiet or json_output)
+    built = images.ensure(lab_file, state_dir_of(lab_file), reporter=rep,
+                          allow_build=not no_build)
     lab = load(lab_file)
+    for note in lab.notes:
+        rep.warn(f"{lab_file.name}: {note}")
     check_options(lab, allow_unsafe=allow_unsafe_options)  # before any server is contacted
     runner = _runner(url, user, password, ca_cert)
     result = runner.up(lab, accel=accel, start=not no_start, wait=wait, timeout=timeout,
                        reporter=rep, allow_unsafe_options=allow_unsafe_options)
     if json_output:
-        emit_json(result.to_json())
+        emit_json(result.to_json() | {"images": built})
         return
     for name, node in result.status.nodes.items():
         where = f" on {node.compute_id}" if node.compute_id else ""
@@ -94,6 +105,9 @@ def status(lab_file: LabFile, url: ServerUrl = None, user: User = None,
     else:
         for name, node in info.nodes.items():
             print(_status_line(name, node))
+        for name, net in info.networks.items():
+            subnet = f" {net.subnet}" if net.subnet else ""
+            print(f"network {name} ({net.status}{subnet}): {', '.join(net.members)}")
     if info.crashed:
         raise typer.Exit(3)
 
@@ -111,6 +125,8 @@ def _status_line(name: str, node: NodeState) -> str:
     ports = " ".join(f"{k}:{v}" for k, v in (node.ports or {}).items() if v)
     if node.publish:
         ports += f"  {PUBLISH_NIC}: {', '.join(node.publish)}"
+    if node.addresses:
+        ports += "  " + " ".join(f"{dev} {addr}" for dev, addr in node.addresses.items())
     return f"{line}  {ports}".rstrip()
 
 
@@ -236,19 +252,54 @@ def down(lab_file: LabFile,
 @user_errors
 def export(lab_file: LabFile,
            output: Annotated[Path, typer.Option(
-               "--output", "-o", help="The .gns3project file to write.", show_default=False)],
+               "--output", "-o", help="The file to write (.gns3project, or .clab.yml).",
+               show_default=False)],
+           fmt: Annotated[str, typer.Option(
+               "--format", help="gns3project (the project on a GNS3 server, images "
+                                "included) or clab (a containerlab topology, no server).")
+           ] = "gns3project",
            url: ServerUrl = None, user: User = None, password: Password = None,
          ca_cert: CaCert = None,
            quiet: Quiet = False, json_output: Json = False) -> None:
-    """Write the lab's GNS3 project, images included, as one .gns3project file.
-
-    Another GNS3 user imports it with File > Import portable project. Needs --server.
+    """Write the lab's GNS3 project, images included, as one .gns3project file (another GNS3
+    user imports it with File > Import portable project; needs --server), or with --format
+    clab the lab as a containerlab topology that `minivm lab up` runs again.
     """
     from minivm.lab.spec import load
     rep = reporter(quiet=quiet or json_output)
     lab = load(lab_file)
+    if fmt == "clab":
+        from minivm.fsutil import atomic_write_bytes
+        from minivm.lab import clab
+        atomic_write_bytes(output, clab.dump(clab.export(lab, output)).encode())
+        if json_output:
+            emit_json({"lab": str(lab.path), "file": str(output), "format": "clab"})
+        else:
+            rep.info(f"wrote {output}")
+        return
+    if fmt != "gns3project":
+        raise MinivmError(f"--format {fmt!r} is neither gns3project nor clab")
     result = _runner(url, user, password, ca_cert).export(lab, output, reporter=rep)
     if json_output:
         emit_json(result.to_json())
     else:
         rep.info(f"wrote {output} ({result.bytes / 1e6:.1f} MB)")
+
+
+@app.command("graph")
+@user_errors
+def graph(lab_file: LabFile,
+          output: Annotated[Path, typer.Option(
+              "--output", "-o", help="The picture to write: .svg, .png (Graphviz) or .dot.",
+              show_default=False)],
+          url: ServerUrl = None, user: User = None, password: Password = None,
+          quiet: Quiet = False) -> None:
+    """Draw the lab: nodes, links, networks with their subnets, each interface's address,
+    and each node's state (running, stopped, crashed; with --server: on the GNS3 server)."""
+    from minivm.lab import graph as graph_mod
+    from minivm.lab.spec import load
+    rep = reporter(quiet=quiet)
+    lab = load(lab_file)
+    info = _runner(url, user, password).status(lab)
+    graph_mod.draw(lab, output, {name: node.status for name, node in info.nodes.items()})
+    rep.info(f"wrote {output}")

@@ -16,12 +16,15 @@ from minivm.errors import MinivmError
 from minivm.fsutil import remove
 from minivm.gns3.machine import machine_from_appliance
 from minivm.kinds import ConsoleKind, NodeStatus
-from minivm.lab.ports import endpoints, hold_port, tunnels, tunnels_or_none
-from minivm.lab.runner import LabStatus, NodeState
+from minivm.lab import switch
+from minivm.lab.networks import addresses_of, member_text
+from minivm.lab.ports import endpoints, hold_port, plug_key, tunnels, tunnels_or_none
+from minivm.lab.runner import LabStatus, NetworkState, NodeState
 from minivm.lab.spec import (
     LOOPBACK,
     SOCKET_PATH_MAX,
     STOP_TIMEOUT,
+    External,
     Lab,
     check_options,
     endpoint_key,
@@ -82,6 +85,8 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
     check_options(lab, allow_unsafe=allow_unsafe_options)
     which(qemu.QEMU)
     which("qemu-img")
+    if lab.networks:
+        switch.check_programs()
     with locked(lab.state_dir):
         state = read_state(lab.state_dir)
         alive = {n for n, rec in state.nodes.items() if running(rec)}
@@ -100,9 +105,12 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
         if stray := alive - set(lab.nodes):
             raise MinivmError(f"nodes {', '.join(sorted(stray))} run but are not in the lab")
         if not alive:
-            state.ports = {}
+            for rec in state.networks.values():
+                switch.stop(rec)
+            state.ports, state.networks = {}, {}
         todo = [n for n in lab.nodes if n not in alive]
-        if not todo:
+        if not todo and all(switch.alive(state.networks.get(net.name) or {})
+                            for net in lab.networks):
             reporter.info("every node is running already")
             return []
         asked = accel or lab.accel
@@ -118,9 +126,11 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
         started: list[str] = []
         created: list[Path] = []
         log_offsets: dict[str, int] = {}
+        switches: list[str] = []
         try:
             with ExitStack() as holders:
                 held = _hold_ports(lab, state, todo, holders)
+                _start_networks(lab, state, holders, switches, reporter)
                 for name in todo:
                     with reporter.stage(f"start:{name}", f"Starting {name}"):
                         state.nodes[name] = _start_node(
@@ -133,7 +143,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
                                               unsafe_options=allow_unsafe_options)
                 write_state(lab.state_dir, state)  # the daemonized nodes outlive the block
         except BaseException:
-            _rollback(lab, state, started, created)
+            _rollback(lab, state, started, created, switches)
             raise
         return started
 
@@ -197,6 +207,40 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
     return held
 
 
+def _start_networks(lab: Lab, state: State, holders: ExitStack, switches: list[str],
+                    reporter: Reporter) -> None:
+    """Start the switch of every network that does not run (again on the same ports, so the
+    running nodes' tunnels still reach it) and plug its members in; the names started go to
+    ``switches``. The nodes' own ports are held already (``state.ports``)."""
+    for net in lab.networks:
+        rec = state.networks.get(net.name)
+        if rec and switch.alive(rec):
+            continue
+        if rec:
+            reporter.warn(f"network {net.name}: its switch is gone; starting it again")
+            switch.stop(rec)
+        folder = switch.folder_of(lab.state_dir, net.name)
+        if len(str(folder / "sw" / "ctl")) > SOCKET_PATH_MAX - 16:
+            raise MinivmError(f"socket path {folder / 'sw'} is too long for a Unix socket",
+                              hint="move the lab file to a shorter path")
+        with reporter.stage(f"net:{net.name}", f"Starting the switch of {net.name}"):
+            rec = switch.start_switch(net, folder)
+            state.networks[net.name] = rec
+            switches.append(net.name)
+            for member in net.members:
+                if isinstance(member, External):
+                    switch.start_plug(net, rec, member, local_port=member.local_port,
+                                      remote=(member.host, member.remote_port), folder=folder)
+                    continue
+                key = plug_key(net.name, member)
+                holder = holders.enter_context(hold_port(state.ports.get(key, 0),
+                                                         what=f"switch port of {key}"))
+                state.ports[key] = holder.getsockname()[1]
+                switch.start_plug(net, rec, member, local_port=state.ports[key],
+                                  remote=(LOOPBACK, state.ports[endpoint_key(*member)]),
+                                  folder=folder, holder=holder)
+
+
 def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                 held: list[socket.socket], holders: ExitStack, created: list[Path],
                 log_offsets: dict[str, int], *, console_port: int | None = None,
@@ -241,7 +285,10 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                       macs=tuple(qemu.mac_address(m.node_id, i) for i in range(node.adapters)))
 
 
-def _rollback(lab: Lab, state: State, started: list[str], created: list[Path]) -> None:
+def _rollback(lab: Lab, state: State, started: list[str], created: list[Path],
+              switches: list[str]) -> None:
+    for net in switches:
+        switch.stop(state.networks.pop(net, {}))
     for name in started:
         rec = state.nodes.pop(name, None)
         if rec is not None:
@@ -250,7 +297,9 @@ def _rollback(lab: Lab, state: State, started: list[str], created: list[Path]) -
     for path in created:
         remove(path)
     if not any(running(rec) for rec in state.nodes.values()):
-        state.ports = {}
+        for net_rec in state.networks.values():
+            switch.stop(net_rec)
+        state.ports, state.networks = {}, {}
     if state.nodes:
         write_state(lab.state_dir, state)
     else:
@@ -266,7 +315,8 @@ def status(lab: Lab) -> LabStatus:
                  for i, t in enumerate(tunnels_or_none(lab, state.ports, name))}
         rec = state.nodes.get(name)
         if rec is None:
-            nodes[name] = NodeState(NodeStatus.STOPPED, ports=ports)
+            nodes[name] = NodeState(NodeStatus.STOPPED, ports=ports,
+                                    addresses=addresses_of(lab.networks, name))
             continue
         alive_now = running(rec)
         guest = None
@@ -278,9 +328,14 @@ def status(lab: Lab) -> LabStatus:
         nodes[name] = NodeState(
             NodeStatus.RUNNING if alive_now else NodeStatus.CRASHED, console=rec.console,
             pid=rec.pid, accel=rec.accel or None, log=str(node_dir(lab, name) / "console.log"),
-            guest=guest, publish=rec.publish, ports=ports)
+            guest=guest, publish=rec.publish, ports=ports,
+            addresses=addresses_of(lab.networks, name))
+    networks = {net.name: NetworkState(
+        "running" if switch.alive(state.networks.get(net.name) or {}) else "stopped",
+        subnet=str(net.subnet) if net.subnet else None,
+        members=tuple(member_text(m) for m in net.members)) for net in lab.networks}
     return LabStatus(lab=lab.path, state=lab.state_dir, nodes=nodes,
-                     links=tuple(link.text for link in lab.links))
+                     links=tuple(link.text for link in lab.links), networks=networks)
 
 
 def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
@@ -310,13 +365,15 @@ def down(lab_file: Path, *, timeout: float = STOP_TIMEOUT, clean: bool = False,
             t.join()
         for name in state.nodes:
             results.setdefault(name, "gone")
+        for rec in state.networks.values():
+            switch.stop(rec)
         for name, how in sorted(results.items()):
             clean_runtime(state_dir, name)
             if how in ("quit", "killed"):
                 reporter.warn(f"{name}: did not power off within {timeout:.0f} s ({how})")
             else:
                 reporter.info(f"{name}: {'powered off' if how == 'acpi' else 'was not running'}")
-        state.nodes, state.ports = {}, {}
+        state.nodes, state.ports, state.networks = {}, {}, {}
         migrate(state_dir, state)
         write_state(state_dir, state)
     if clean:

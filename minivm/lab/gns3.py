@@ -31,11 +31,13 @@ from minivm.fsutil import atomic_path
 from minivm.gns3 import push
 from minivm.gns3.server import BadAnswer, Client, checks_answers
 from minivm.lab.control import node_machine
+from minivm.lab.networks import addresses_of, member_text
 from minivm.lab.runner import (
     DownResult,
     ExportResult,
     LabStatus,
     Made,
+    NetworkState,
     NodeState,
     UpResult,
     Write,
@@ -124,6 +126,12 @@ def refuse_externals(lab: Lab) -> None:
                               "which a GNS3 server cannot run",
                               hint="use a GNS3 cloud or NAT node in the project instead, or "
                                    "run this lab locally (without --server)")
+    for net in lab.networks:
+        if any(isinstance(m, External) for m in net.members):
+            raise MinivmError(f"{lab.path.name}: network {net.name} has a member outside the "
+                              "lab (udp:...), which a GNS3 server cannot run",
+                              hint="use a GNS3 cloud node on its switch instead, or run this "
+                                   "lab locally (without --server)")
 
 
 def resolve_computes(client: Client, lab: Lab) -> dict[str, str]:
@@ -224,7 +232,9 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
         with reporter.stage("nodes", f"Nodes and links in the GNS3 project {project_name(lab)}"):
             nodes = _make_nodes(lab, client, pid, computes, new_nodes,
                                 unsafe_options=allow_unsafe_options)
+            switches = _make_switches(lab, client, pid, computes, new_nodes)
             links = _make_links(lab, client, pid, nodes, new_links)
+            links.update(_link_switches(lab, client, pid, nodes, switches, new_links))
         watch = _Watch(wait, timeout)
         if start:
             _start(client, pid, nodes, started, watch, reporter=reporter)
@@ -272,6 +282,70 @@ def _make_nodes(lab: Lab, client: Client, pid: str, computes: dict[str, str],
         if node.name != name:
             raise MinivmError(f"GNS3 named node {name} {node.name!r} instead")
         out[name] = node
+    return out
+
+
+def switch_ports(count: int) -> list[dict[str, Any]]:
+    """An Ethernet switch's ports: ``count`` access ports in VLAN 1 (GNS3's default kind)."""
+    return [{"name": f"Ethernet{i}", "port_number": i, "type": "access", "vlan": 1,
+             "ethertype": "0x8100"} for i in range(count)]
+
+
+def _make_switches(lab: Lab, client: Client, pid: str, computes: dict[str, str],
+                   new_nodes: list[str]) -> dict[str, Gns3Node]:
+    """One GNS3 Ethernet switch per network (named after it, on its first member's compute),
+    with a port per member."""
+    have = _nodes(client, pid)
+    out: dict[str, Gns3Node] = {}
+    for i, net in enumerate(lab.networks):
+        compute = computes[net.node_members()[0][0]]
+        node = have.get(net.name)
+        ports = switch_ports(len(net.members))
+        if node is not None:
+            if node.node_type != "ethernet_switch":
+                raise MinivmError(f"project {project_name(lab)} has a node {net.name} of type "
+                                  f"{node.node_type}; the lab wants the Ethernet switch "
+                                  f"of network {net.name} there",
+                                  hint="delete that node, or the project (lab down --delete)")
+            if len(node.properties.get("ports_mapping") or []) < len(ports):
+                node = Gns3Node.from_json(client.put(
+                    f"/projects/{pid}/nodes/{node.node_id}",
+                    {"properties": {"ports_mapping": ports}},
+                    what=f"updating the switch of network {net.name}"))
+            out[net.name] = node
+            continue
+        body = {"name": net.name, "node_type": "ethernet_switch", "compute_id": compute,
+                "properties": {"ports_mapping": ports},
+                "x": (i % GRID) * 160 - 240, "y": -210 - (i // GRID) * 140}
+        node = Gns3Node.from_json(client.post(
+            f"/projects/{pid}/nodes", body, what=f"creating the switch of network {net.name}",
+            timeout=300))
+        new_nodes.append(node.node_id)
+        out[net.name] = node
+    return out
+
+
+def _link_switches(lab: Lab, client: Client, pid: str, nodes: dict[str, Gns3Node],
+                   switches: dict[str, Gns3Node], new_links: list[str]) -> dict[str, str]:
+    """A link from each network member to its own port of the network's switch."""
+    have = {_link_key(link["nodes"]): str(link["link_id"])
+            for link in client.get(f"/projects/{pid}/links") or []}
+    out: dict[str, str] = {}
+    for net in lab.networks:
+        for port, (name, adapter) in enumerate(net.node_members()):
+            text = f"{name}:eth{adapter} -- {net.name}:{port}"
+            ends = [{"node_id": nodes[name].node_id, "adapter_number": adapter,
+                     "port_number": 0},
+                    {"node_id": switches[net.name].node_id, "adapter_number": 0,
+                     "port_number": port}]
+            key = _link_key(ends)
+            if key in have:
+                out[text] = have[key]
+                continue
+            made = client.post(f"/projects/{pid}/links", {"nodes": ends},
+                               what=f"joining {name}:eth{adapter} to network {net.name}")
+            new_links.append(str(made["link_id"]))
+            out[text] = str(made["link_id"])
     return out
 
 
@@ -445,9 +519,16 @@ def status(lab: Lab, client: Client) -> LabStatus:
         nodes[name] = NodeState(ABSENT) if node is None else NodeState(
             textsafe.shown(node.status), node_id=textsafe.shown(node.node_id),
             compute_id=textsafe.shown(node.compute_id),
-            console=console_address(client, node, hosts))
+            console=console_address(client, node, hosts),
+            addresses=addresses_of(lab.networks, name))
+    networks = {net.name: NetworkState(
+        ABSENT if net.name not in have else textsafe.shown(have[net.name].status),
+        subnet=str(net.subnet) if net.subnet else None,
+        members=tuple(member_text(m) for m in net.members),
+        node_id=textsafe.shown(have[net.name].node_id) if net.name in have else None)
+        for net in lab.networks}
     return LabStatus(lab=lab.path, server=client.creds.url, project=project_name(lab),
-                     project_id=pid, nodes=nodes, links=links)
+                     project_id=pid, nodes=nodes, links=links, networks=networks)
 
 
 @checks_answers("stopping the lab")

@@ -34,7 +34,9 @@ class LocalRunner:
             with reporter.stage("wait", f"Waiting for {wait!r} on {len(started)} console(s)"):
                 seconds = control.wait_console(lab, wait, timeout=timeout, names=started,
                                                since=offsets)
-        return UpResult(control.status(lab), tuple(started), seconds)
+        from minivm.lab import provision
+        codes = provision.provision(lab, started, reporter=reporter, timeout=timeout)
+        return UpResult(control.status(lab), tuple(started), seconds, exec_codes=codes)
 
     def status(self, lab: Lab) -> LabStatus:
         return control.status(lab)

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 
 from minivm.errors import MinivmError
+from minivm.lab.networks import member_text
 from minivm.lab.spec import LOOPBACK, External, Lab, endpoint_key
 from minivm.vm import qemu
 
@@ -46,7 +47,17 @@ def tunnels(lab: Lab, ports: dict[str, int], name: str) -> list[qemu.UdpTunnel |
                 out[here[1]] = qemu.UdpTunnel(local, there.host, there.remote_port)
             else:
                 out[here[1]] = qemu.UdpTunnel(local, LOOPBACK, ports[endpoint_key(*there)])
+    for net in lab.networks:
+        for node, adapter in net.node_members():
+            if node == name:  # the other end is the member's plug on the network's switch
+                out[adapter] = qemu.UdpTunnel(ports[endpoint_key(node, adapter)], LOOPBACK,
+                                              ports[plug_key(net.name, (node, adapter))])
     return out
+
+
+def plug_key(network: str, member: tuple[str, int] | External) -> str:
+    """The port key of a network member's plug (its UDP port on the switch side)."""
+    return f"{network}/{member_text(member)}"
 
 
 def endpoints(lab: Lab) -> Iterator[tuple[str, int, int]]:
@@ -56,6 +67,9 @@ def endpoints(lab: Lab) -> Iterator[tuple[str, int, int]]:
         yield link.a[0], link.a[1], fixed
         if not isinstance(link.b, External):
             yield link.b[0], link.b[1], 0
+    for net in lab.networks:
+        for node, adapter in net.node_members():
+            yield node, adapter, 0
 
 
 def tunnels_or_none(lab: Lab, ports: dict[str, int], name: str) -> list[qemu.UdpTunnel | None]:

@@ -44,6 +44,7 @@ class NodeState:
     ports: Mapping[str, int | None] | None = None
     node_id: str | None = None
     compute_id: str | None = None
+    addresses: Mapping[str, str] | None = None  # ethN -> ADDRESS/PREFIX on the lab's networks
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status}
@@ -57,6 +58,26 @@ class NodeState:
             out.update(node_id=self.node_id, compute_id=self.compute_id, console=self.console)
         if self.ports is not None:
             out["ports"] = dict(self.ports)
+        if self.addresses is not None:
+            out["addresses"] = dict(self.addresses)
+        return out
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """One network (segment) as ``lab status`` reports it: locally its switch running or
+    stopped; on a GNS3 server its ethernet_switch node's status (absent when missing)."""
+
+    status: str
+    subnet: str | None = None
+    members: tuple[str, ...] = ()
+    node_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "subnet": self.subnet,
+                               "members": list(self.members)}
+        if self.node_id is not None:
+            out["node_id"] = self.node_id
         return out
 
 
@@ -72,6 +93,7 @@ class LabStatus:
     server: str | None = None
     project: str | None = None
     project_id: str | None = None
+    networks: dict[str, NetworkState] = field(default_factory=dict)
 
     @property
     def crashed(self) -> list[str]:
@@ -84,7 +106,8 @@ class LabStatus:
         if self.server is not None:
             out.update(server=self.server, project=self.project, project_id=self.project_id)
         return out | {"nodes": {n: s.to_json() for n, s in self.nodes.items()},
-                      "links": list(self.links)}
+                      "links": list(self.links),
+                      "networks": {n: s.to_json() for n, s in self.networks.items()}}
 
 
 @dataclass(frozen=True)
@@ -111,10 +134,11 @@ class UpResult:
     started: tuple[str, ...]
     wait_seconds: dict[str, float]
     made: Made | None = None
+    exec_codes: dict[str, list[int]] = field(default_factory=dict)  # each node's exec:
 
     def to_json(self) -> dict[str, Any]:
         out = {"started": list(self.started), "wait_seconds": self.wait_seconds,
-               **self.status.to_json()}
+               "exec_codes": self.exec_codes, **self.status.to_json()}
         return out | (self.made.to_json() if self.made else {})
 
 

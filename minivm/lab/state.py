@@ -68,10 +68,12 @@ class State:
     digest: str = ""
     ports: dict[str, int] = field(default_factory=dict)  # endpoint key -> local UDP port
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # switch and plug pids
 
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.lab, "digest": self.digest, "ports": self.ports,
-                "nodes": {n: rec.to_json() for n, rec in self.nodes.items()}}
+                "nodes": {n: rec.to_json() for n, rec in self.nodes.items()},
+                "networks": self.networks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
@@ -79,7 +81,8 @@ class State:
         return cls(lab=str(data["lab"]), digest=str(data.get("digest", "")),
                    ports={str(k): int(v) for k, v in dict(data.get("ports", {})).items()},
                    nodes={str(n): NodeRecord.from_json(rec)
-                          for n, rec in dict(data.get("nodes", {})).items()})
+                          for n, rec in dict(data.get("nodes", {})).items()},
+                   networks=dict(data.get("networks", {})))
 
 
 def read_state(state_dir: Path) -> State:

@@ -1,0 +1,139 @@
+"""Lab networks: node-to-node throughput and latency over today's point-to-point UDP link and
+over a segment (a VDE switch with a plug per member), and `lab up` time of 8 nodes on one
+segment against 8 nodes in 4 point-to-point links.
+
+    .venv/bin/python -m bench.lab_networks [--runs 3] [--seconds 5] [--skip-up]
+
+Each figure comes from the product itself (`minivm lab up`, `minivm lab exec`): iperf3 (TCP,
+--seconds long, the receiver's rate) and ping (20 echoes 0.2 s apart, the mean round trip)
+between two Debian nodes with iperf3 (`image:` nodes built by `lab up`); the `lab up` times
+use alpine-minivm's look-alike and wait for every console's welcome line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.lab_common import READY, lookalike_bundle, workdir
+
+MINIVM = str(Path(sys.executable).with_name("minivm"))
+IPERF_NODE = """\
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends iperf3 iputils-ping \\
+ && rm -rf /var/lib/apt/lists/*
+CMD ["sleep", "infinity"]
+"""
+
+
+def cli(*args: str | Path, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([MINIVM, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"minivm {' '.join(map(str, args))}: {done.stderr.strip()}")
+    return done
+
+
+def sh(path: Path, node: str, command: str) -> str:
+    return cli("lab", "exec", "--timeout", "300", path, node, "--", "sh", "-c", command).stdout
+
+
+def pair_lab(folder: Path, mode: str) -> Path:
+    """Two iperf3 nodes at 10.0.0.1 and .2: linked point to point, or on one segment."""
+    folder.mkdir(parents=True)
+    node = {"image": "../iperf-node"}
+    spec: dict[str, Any] = {"accel": "tcg", "nodes": {}}
+    if mode == "p2p":
+        spec["nodes"] = {n: {**node, "append": f"ip=10.0.0.{i}/24:::::eth0:off"}
+                         for i, n in ((1, "a"), (2, "b"))}
+        spec["links"] = ["a:eth0 -- b:eth0"]
+    else:
+        spec["nodes"] = {"a": node, "b": node}
+        spec["networks"] = {"lan": {"subnet": "10.0.0.0/24", "members": ["a:eth0", "b:eth0"]}}
+    path = folder / "lab.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def measure_pair(work: Path, mode: str, runs: int, seconds: int) -> tuple[float, float]:
+    """(Mbit/s, mean RTT ms), medians over ``runs``."""
+    path = pair_lab(work / mode, mode)
+    cli("lab", "up", path)
+    try:
+        sh(path, "a", "ping -c 2 -W 5 10.0.0.2 >/dev/null")
+        sh(path, "b", "iperf3 -s -D")
+        rates, rtts = [], []
+        for _ in range(runs):
+            out = json.loads(sh(path, "a", f"iperf3 -c 10.0.0.2 -t {seconds} -J"))
+            rates.append(out["end"]["sum_received"]["bits_per_second"] / 1e6)
+            ping = sh(path, "a", "ping -c 20 -i 0.2 -q 10.0.0.2")
+            m = re.search(r"= [\d.]+/([\d.]+)/", ping)
+            assert m, ping
+            rtts.append(float(m[1]))
+        return statistics.median(rates), statistics.median(rtts)
+    finally:
+        cli("lab", "down", path, "--clean")
+
+
+def up_time(work: Path, bundle: Path, mode: str) -> float:
+    """Seconds of `lab up --wait` for 8 look-alike nodes (one segment, or 4 links)."""
+    folder = work / f"up-{mode}"
+    folder.mkdir()
+    names = [f"n{i}" for i in range(1, 9)]
+    spec: dict[str, Any] = {"accel": "tcg",
+                            "nodes": {n: {"appliance": str(bundle)} for n in names}}
+    if mode == "segment":
+        spec["networks"] = {"lan": {"subnet": "10.0.0.0/24",
+                                    "members": [f"{n}:eth0" for n in names]}}
+    else:
+        spec["links"] = [f"{a}:eth0 -- {b}:eth0" for a, b in zip(names[::2], names[1::2],
+                                                                strict=True)]
+    path = folder / "lab.yaml"
+    path.write_text(json.dumps(spec))
+    start = time.monotonic()
+    cli("lab", "up", path, "--wait", READY)
+    took = time.monotonic() - start
+    cli("lab", "down", path, "--clean")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--skip-up", action="store_true", help="only the pair figures")
+    args = parser.parse_args()
+    work = workdir()
+    try:
+        (work / "iperf-node").mkdir()
+        (work / "iperf-node" / "Dockerfile").write_text(IPERF_NODE)
+        pairs = {mode: measure_pair(work, mode, args.runs, args.seconds)
+                 for mode in ("p2p", "segment")}
+        base_rate, base_rtt = pairs["p2p"]
+        print(f"{'path a -> b':>34} {'Mbit/s':>8} {'vs p2p':>7} {'RTT ms':>8} {'vs p2p':>7}")
+        for mode, (rate, rtt) in pairs.items():
+            label = ("point-to-point UDP link (today)" if mode == "p2p"
+                     else "segment (vde_switch + 2 plugs)")
+            print(f"{label:>34} {rate:>8.0f} {rate / base_rate:>6.2f}x {rtt:>8.2f} "
+                  f"{rtt / base_rtt:>6.2f}x")
+        if not args.skip_up:
+            bundle = lookalike_bundle(work)
+            ups = {mode: up_time(work, bundle, mode) for mode in ("links", "segment")}
+            print(f"{'lab up --wait, 8 nodes':>34} {'seconds':>8} {'vs links':>9}")
+            for mode, took in ups.items():
+                label = "4 point-to-point links" if mode == "links" else "one segment"
+                print(f"{label:>34} {took:>8.1f} {took / ups['links']:>8.2f}x")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
