@@ -141,6 +141,8 @@ def load(path: Path) -> Lab:
         if adapters > app.adapters and "image" not in spec:
             raise MinivmError(f"{where}: node {name} asks for {adapters} adapters, the "
                               f"appliance {app.name} has {app.adapters}")
+        if adapters > app.adapters:  # built for this lab: its NIC count is the lab's
+            app = replace(app, adapters=adapters)
         nodes[name] = Node(name=name, appliance=app,
                            ram=_int(spec.get("ram", app.ram), where, f"{name}.ram"),
                            cpus=_int(spec.get("cpus", app.cpus), where, f"{name}.cpus"),
