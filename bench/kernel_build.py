@@ -4,6 +4,7 @@ unused: apt download, and for the minimal flavour the whole kernel compile), as 
 build does; --twice makes two such rebuilds and compares their files byte for byte.
 
     .venv/bin/python -m bench.kernel_build [--flavour minimal cloud] [--cold] [--twice]
+        [--platform linux/arm64]
 
 Without --cold the rebuild reuses Docker's layer cache (the package download, the compiled
 kernel): what is left is export, initramfs and module disk. The cached run is what
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from minivm import platforms
 from minivm.kit import kernel
 from minivm.ui import Reporter
 
@@ -37,18 +39,23 @@ def main() -> None:
                         help="rebuild without Docker's layer cache")
     parser.add_argument("--twice", action="store_true",
                         help="two rebuilds, their files compared (reproducibility)")
+    parser.add_argument("--platform", default=None,
+                        help="Docker's platform of the kit (default: the host's)")
     args = parser.parse_args()
+    platform = platforms.parse_list(args.platform)[0]
     for flavour in args.flavour:
         with tempfile.TemporaryDirectory(dir=kernel.kits_dir().parent) as tmp:
             builds = []
             for i in range(2 if args.twice else 1):
                 builds.append(timed(force=True, output_root=Path(tmp) / f"full{i}",
-                                    flavour=flavour, docker_cache=not args.cold))
-            cached, cached_s = timed(output_root=Path(tmp) / "full0", flavour=flavour)
+                                    flavour=flavour, docker_cache=not args.cold,
+                                    platform=platform))
+            cached, cached_s = timed(output_root=Path(tmp) / "full0", flavour=flavour,
+                                     platform=platform)
         full = builds[0][0]
         assert cached.cached and not full.cached
         what = "cold" if args.cold else "rebuild"
-        print(f"\n{flavour} ({full.kernel_version})")
+        print(f"\n{flavour} ({full.kernel_version}, {platform.text})")
         print(f"{'':22}" + "".join(f"{what + str(i + 1):>10}" for i in range(len(builds)))
               + f"{'cached':>10}")
         print(f"{'kit build (s)':22}" + "".join(f"{s:>10.2f}" for _, s in builds)

@@ -38,6 +38,7 @@ class BuildRecord:
     config: dict[str, Any] = field(default_factory=dict)  # ImageConfig.to_json()
     context_key: str | None = None
     source_id: str | None = None
+    platform: str = "linux/amd64"  # Docker's platform of the image (and of the kit it needs)
     fs_size: int = 0
     content_bytes: int = 0
     entries: int = 0

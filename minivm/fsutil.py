@@ -6,7 +6,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,12 +58,14 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(root: Path) -> str:
-    """A digest of a folder's names, modes and contents (for cache keys)."""
+def sha256_tree(root: Path, *, exclude: Collection[str] = ()) -> str:
+    """A digest of a folder's names, modes and contents (for cache keys); ``exclude`` names
+    folders of ``root`` itself left out."""
     digest = hashlib.sha256()
     names: list[str] = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        dirs[:] = [d for d in dirs if d != "__pycache__"
+                   and not (folder == str(root) and d in exclude)]
         rel = os.path.relpath(folder, root)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
         names += [prefix + n for n in dirs + files]

@@ -19,6 +19,7 @@ log = logging.getLogger("minivm.run")
 PROVIDERS = {
     "qemu-img": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "mke2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",
     "debugfs": "e2fsprogs",

@@ -72,7 +72,7 @@ def make_kit(root: Path, tag: str) -> Path:
         manifest["files"][role] = {"name": name, "size": len(data),
                                    "md5": hashlib.md5(data).hexdigest()}
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    link = root / "current"
+    link = root / "current-amd64"
     link.unlink(missing_ok=True)
     link.symlink_to(folder.name)
     return folder

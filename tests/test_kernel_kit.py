@@ -87,7 +87,7 @@ SIZE_GOALS = {"minimal": (6_000_000, 1_500_000, 25_700_000),
 def test_the_default_flavour_is_minimal(kit: kernel.Kit):
     assert kernel.flavours(kernel_dir()) == (["minimal", "cloud"], "minimal")
     assert kit.flavour == "minimal"
-    assert (kernel.kits_dir() / "current").resolve() == kit.folder.resolve()
+    assert (kernel.kits_dir() / "current-amd64").resolve() == kit.folder.resolve()
 
 
 def test_kit_files_sizes_and_manifest(any_kit: kernel.Kit):
@@ -238,14 +238,14 @@ def test_old_kits_are_pruned(tmp_path: Path):
 
     for i in range(5):
         make_kit(f"6.1-{i:012x}", 1_700_000_000 + i)
-    (tmp_path / "current").symlink_to("6.1-000000000000")  # the oldest, but current
+    (tmp_path / "current-amd64").symlink_to("6.1-000000000000")  # the oldest, but current
     (tmp_path / ".work-x").mkdir()
     (tmp_path / "notes").mkdir()
     removed = kernel.prune(tmp_path, keep=3)
     assert sorted(removed) == ["6.1-000000000001"]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".work-x", "6.1-000000000000", "6.1-000000000002", "6.1-000000000003",
-                    "6.1-000000000004", "current", "notes"]
+                    "6.1-000000000004", "current-amd64", "notes"]
     assert kernel.prune(tmp_path, keep=3) == []
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.common import Json, PlatformOption, Quiet, emit_json, reporter, user_errors
 from minivm.kinds import DiskBackend
+
+if TYPE_CHECKING:
+    from minivm.platforms import Platform
+    from minivm.ui import Reporter
 
 SOURCE_HELP = ("An image folder under images/, a Docker build context, an image the engine has "
                "(or can pull), or a `docker save` / OCI archive (no engine needed).")
@@ -32,31 +36,46 @@ def build(
         "--docker-archive", help="Also write the image's `docker save` output beside the "
                                  "Docker appliance (for a GNS3 host without a registry).")
     ] = False,
+    platform: PlatformOption = None,
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
-    """Build a MiniVM root disk (compressed QCOW2) from a Docker image."""
+    """Build a MiniVM root disk (compressed QCOW2) from a Docker image, for each platform
+    asked (outputs of linux/arm64 are named NAME-arm64)."""
+    from minivm import platforms
+
+    builds = []
+    for p in platforms.parse_list(platform):
+        report = reporter(quiet=quiet, json_output=json_output)
+        builds.append(_build_one(source, p, report, size=size, backend=backend, output=output,
+                                 force=force, name=name, docker_archive=docker_archive))
+    if json_output:
+        emit_json(builds[0] if len(builds) == 1 else {"builds": builds})
+
+
+def _build_one(source: str, platform: Platform, report: Reporter, *, size: str | None,
+               backend: DiskBackend, output: Path | None, force: bool, name: str | None,
+               docker_archive: bool) -> dict[str, Any]:
+    """One platform's root disk and appliances; what --json reports of it."""
     from minivm.gns3 import appliance as bundles
     from minivm.gns3 import docker_node
     from minivm.image import build as builder
     from minivm.image import disk
 
-    report = reporter(quiet=quiet, json_output=json_output)
     result = builder.build(source, reporter=report, backend=backend, output_dir=output,
                            size=disk.parse_size(size) if size else None, force=force,
-                           name=name)
+                           name=name, platform=platform)
     # The GNS3 appliance bundle: written when a kernel kit exists, else a hint.
     bundle = bundles.after_build(result.name, folder=result.folder, reporter=report)
     # The same image as a GNS3 Docker node, when an engine holds it.
     docker_bundle = docker_node.after_build(result.name, folder=result.folder, reporter=report,
                                             archive=docker_archive)
-    if json_output:
-        record = result.record
-        emit_json({
-            "appliance": bundle.to_json() if bundle else None,
-            "docker_appliance": docker_bundle.to_json() if docker_bundle else None,
-            "name": result.name, "image_id": result.image_id, "cached": result.cached,
-            "backend": result.backend, "outputs": record.outputs,
-            "seconds": dict(report.seconds),  # this run's stages
-            "built_seconds": record.seconds,  # the stages of the build that made it
-        })
+    record = result.record
+    return {
+        "appliance": bundle.to_json() if bundle else None,
+        "docker_appliance": docker_bundle.to_json() if docker_bundle else None,
+        "name": result.name, "platform": platform.text, "image_id": result.image_id,
+        "cached": result.cached, "backend": result.backend, "outputs": record.outputs,
+        "seconds": dict(report.seconds),  # this run's stages
+        "built_seconds": record.seconds,  # the stages of the build that made it
+    }

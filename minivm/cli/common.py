@@ -23,6 +23,9 @@ AllowUnsafeOptions = Annotated[bool, typer.Option(
     "--allow-unsafe-options",
     help="Pass the appliance's QEMU options even when they are off minivm's allow-list "
          "(they could then read or write host files): only for an appliance you trust.")]
+PlatformOption = Annotated[str | None, typer.Option(
+    "--platform", help="Docker's platform: linux/amd64 or linux/arm64, or both "
+                       "comma-separated. Default: the host's.", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

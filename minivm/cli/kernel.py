@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from minivm.cli.common import Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.common import Json, PlatformOption, Quiet, emit_json, reporter, user_errors
 
 app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module disk).",
                   no_args_is_help=True)
@@ -20,14 +20,18 @@ Flavour = Annotated[str | None, typer.Option(
 @app.command("build")
 @user_errors
 def build(quiet: Quiet = False, json_output: Json = False, force: Force = False,
-          flavour: Flavour = None) -> None:
-    """Build the kernel kit once (it becomes the current one); every appliance shares it."""
+          flavour: Flavour = None, platform: PlatformOption = None) -> None:
+    """Build the kernel kit once (it becomes the current one of its platform); every appliance
+    of that platform shares it."""
+    from minivm import platforms
     from minivm.kit import kernel
 
-    kit = kernel.build(reporter=reporter(quiet=quiet, json_output=json_output),
-                       force=force, flavour=flavour)
+    report = reporter(quiet=quiet, json_output=json_output)
+    kits = [kernel.build(reporter=report, force=force, flavour=flavour, platform=p)
+            for p in platforms.parse_list(platform)]
     if json_output:
-        emit_json(kit.to_json())
+        emit_json(kits[0].to_json() if len(kits) == 1 else {"kits": [k.to_json() for k in kits]})
     elif not quiet:
-        for role, record in kit.to_json()["files"].items():
-            typer.echo(f"{role:8} {record['path']}  {record['size'] / 1e6:.2f} MB")
+        for kit in kits:
+            for role, record in kit.to_json()["files"].items():
+                typer.echo(f"{role:8} {record['path']}  {record['size'] / 1e6:.2f} MB")

@@ -54,6 +54,7 @@ def run(
     from minivm.gns3 import reader
     from minivm.gns3.machine import machine_from_appliance
     from minivm.lab.ports import hold_port
+    from minivm.platforms import host
     from minivm.vm import accel as accel_mod
     from minivm.vm import options, qemu
 
@@ -62,14 +63,16 @@ def run(
     qemu.check_publish(ports, "-p")
     app = reader.load(name)
     options.check(app.options, where=str(app.path), allow_unsafe=allow_unsafe_options)
-    which(qemu.QEMU)
+    which(f"qemu-system-{app.arch}")
     with ExitStack() as stack:
         # published ports: refused before anything starts, held until QEMU listens on them
         held = [] if print_command else [stack.enter_context(hold_port(
             p.host_port, kind=socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM,
             what=f"published as {p.text}")) for p in ports]
+        # KVM runs the host's architecture only: another one is TCG, with no probe.
         chosen = accel_mod.choose(accel, kvm_setting=app.kvm, reporter=rep,
-                                  kernels=[app.kernel] if app.kernel else None)
+                                  kernels=[app.kernel] if app.kernel else None) \
+            if app.arch == host().qemu_arch else "tcg"
         if disk_dir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minivm-run-")))
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minivm import cache
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_write_bytes, md5_file, plain_name_problem, remove
 from minivm.gns3 import docker_node
@@ -34,22 +35,23 @@ from minivm.gns3.model import (
     parse,
     summary,
 )
-from minivm.gns3.render import render, values
+from minivm.gns3.render import record_platform, render, values
 from minivm.image.config import short_id
 from minivm.kit import kernel
 from minivm.paths import appliances_dir
+from minivm.platforms import AMD64, Platform
 from minivm.ui import Reporter
 from minivm.vm import options as qemu_options
 
 TEMPLATE = "appliance.gns3a.j2"
 
 
-def current_kit() -> kernel.Kit:
-    """The current kernel kit, or an error saying how to make one."""
-    kit = kernel.current()
+def current_kit(platform: Platform = AMD64) -> kernel.Kit:
+    """The current kernel kit of ``platform``, or an error saying how to make one."""
+    kit = kernel.current(platform)
     if kit is None:
-        raise MinivmError(f"no kernel kit in {kernel.kits_dir()}",
-                          hint="run `minivm kernel build` first")
+        raise MinivmError(f"no {platform.text} kernel kit in {kernel.kits_dir()}",
+                          hint=f"run `minivm kernel build{platform.option}` first")
     return kit
 
 
@@ -68,7 +70,11 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
                  kit: kernel.Kit | None = None) -> Bundle:
     """Write ``<folder>/<name>.gns3a`` and link the kit beside the root disk."""
     folder, record, root = build_record(name, folder)
-    kit = kit or current_kit()
+    kit = kit or current_kit(record_platform(record))
+    if kit.platform != record_platform(record):
+        raise MinivmError(f"{name} is a {record.platform} image, the kernel kit is for "
+                          f"{kit.platform.text}",
+                          hint=f"run `minivm kernel build{record_platform(record).option}`")
     inputs = bundle_inputs(name, record, kit=kit.manifest.key, kit_folder=kit.folder.name)
     if unchanged := unchanged_bundle(folder / f"{name}.gns3a", inputs):
         reporter.info(f"[green]✓[/] appliance {unchanged.path} is up to date")
@@ -115,10 +121,13 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
 
 def after_build(name: str, *, folder: Path, reporter: Reporter) -> Bundle | None:
     """The end of ``minivm build``: write the bundle when a kernel kit exists, else say how."""
-    kit = kernel.current()
+    record = cache.load(folder)
+    platform = record_platform(record) if record else AMD64
+    kit = kernel.current(platform)
     if kit is None:
-        reporter.info(f"no kernel kit yet, so no GNS3 appliance: run `minivm kernel build`, "
-                      f"then `minivm appliance {name}`")
+        reporter.info(f"no {platform.text} kernel kit yet, so no GNS3 appliance: run "
+                      f"`minivm kernel build{platform.option}`, then "
+                      f"`minivm appliance {name}`")
         return None
     return write_bundle(name, reporter=reporter, folder=folder, kit=kit)
 

@@ -15,6 +15,7 @@ from typing import Literal
 from minivm.errors import MinivmError
 from minivm.gns3.reader import Appliance
 from minivm.kinds import ConsoleKind
+from minivm.platforms import host
 from minivm.vm import options
 from minivm.vm.qemu import NO_TIMER_CHECK, Console, Drive, Machine, UdpTunnel, with_kernel_arg
 
@@ -49,15 +50,17 @@ def machine_from_appliance(
         raise ValueError("one overlay per appliance disk is needed")
     options.check(app.options, where=str(app.path), allow_unsafe=unsafe_options)
     cmdline = " ".join(part for part in (app.kernel_command_line, append) if part)
-    if app.kernel is not None:
+    if app.kernel is not None and app.arch == "x86_64":  # an x86 kernel's timer check
         cmdline = with_kernel_arg(cmdline, NO_TIMER_CHECK)
+    if app.arch != host().qemu_arch:
+        accel = "tcg"  # KVM runs guests of the host's architecture only
     m = Machine(
         name=name, node_id=node_id, ram=ram or app.ram, cpus=cpus or app.cpus, accel=accel,
         kernel=app.kernel, initrd=app.initrd, append=cmdline,
         drives=tuple(Drive(p, iface) for p, (_, iface) in zip(disks, app.disks, strict=True)),
         adapter_type=app.adapter_type, adapters=tuple(adapters),
         console=console or Console(ConsoleKind.NONE), qmp=qmp, monitor=monitor, options=app.options,
-        unsafe_options=unsafe_options,
+        unsafe_options=unsafe_options, qemu=f"qemu-system-{app.arch}",
     )
     return replace(m, **extra) if extra else m  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from minivm.errors import MinivmError
 from minivm.fsutil import md5_file, plain_name_problem
+from minivm.platforms import AMD64, PLATFORMS
 from minivm.vm import options as qemu_options
 
 KERNEL_CMDLINE_MAX = 2047  # x86 COMMAND_LINE_SIZE (2048) minus the NUL
@@ -28,7 +29,7 @@ ADAPTER_TYPES = (
     "pcnet", "rtl8139", "virtio", "virtio-net-pci", "vmxnet3",
 )
 GNS3_DISK_INTERFACES = ("ide", "scsi", "sd", "mtd", "floppy", "pflash", "virtio", "sata")
-ARCHES = ("x86_64",)
+ARCHES = tuple(p.qemu_arch for p in PLATFORMS.values())
 CONSOLE_TYPES = ("telnet", "vnc", "spice", "spice+agent", "none")
 KVM = ("require", "allow", "disable")
 ON_CLOSE = ("power_off", "shutdown_signal", "save_vm_state")
@@ -196,8 +197,11 @@ def kernel_problems(data: dict[str, Any]) -> list[str]:
                         f"kernel's {KERNEL_CMDLINE_MAX}")
     if line.count('"') % 2:
         problems.append("qemu.kernel_command_line has an unbalanced double quote")
-    if qemu.get("console_type") == "telnet" and "console=ttyS0" not in words:
-        problems.append("qemu.kernel_command_line lacks console=ttyS0 (GNS3's telnet console "
+    console = next((p.console for p in PLATFORMS.values()
+                    if p.qemu_arch == qemu.get("arch")), AMD64.console)
+    if qemu.get("console_type") == "telnet" and f"console={console}" not in words:
+        problems.append(f"qemu.kernel_command_line lacks console={console} (GNS3's telnet "
+                        "console "
                         "is the first serial port)")
     if not any(w.startswith("root=") and len(w) > len("root=") for w in words):
         problems.append("qemu.kernel_command_line lacks root= (the initramfs would not know "

@@ -16,6 +16,7 @@ from typing import Any
 from minivm.errors import MinivmError
 from minivm.fsutil import plain_name_problem
 from minivm.paths import build_dir
+from minivm.platforms import by_qemu_arch
 from minivm.vm.options import NICS
 from minivm.vm.qemu import DISK_INTERFACES
 
@@ -39,6 +40,7 @@ class Appliance:
     kernel: Path | None
     initrd: Path | None
     disks: tuple[tuple[Path, str], ...]  # (image, interface) for hda, hdb, ... in order
+    arch: str = "x86_64"  # GNS3's: the QEMU binary is qemu-system-<arch>
 
     @property
     def images(self) -> tuple[Path, ...]:
@@ -157,6 +159,7 @@ def parse(data: dict[str, Any], path: Path) -> Appliance:
             kernel=image("kernel_image"),
             initrd=image("initrd"),
             disks=tuple(disks),
+            arch=by_qemu_arch(str(qemu.get("arch", "x86_64"))).qemu_arch,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise bad(f"bad or missing field {e}") from e

@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from minivm import cache
+from minivm import cache, platforms
 from minivm.errors import MinivmError
 from minivm.gns3.bundle import BundleFile
 from minivm.gns3.metadata import Metadata
 from minivm.paths import ROOT_LABEL, appliances_dir
+from minivm.platforms import AMD64, Platform
 from minivm.vm.qemu import NO_TIMER_CHECK
 
 if TYPE_CHECKING:
@@ -27,6 +28,20 @@ ID_NAMESPACE = uuid.UUID("3d0f5a52-6f7c-5b0e-9a61-6d696e69766d")
 # no_timer_check: the kernel's check that the timer interrupt reaches the IO-APIC fails when
 # the host starves the vCPU (many nodes under TCG on few cores) and panics the boot.
 BASE_KERNEL_ARGS = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet {NO_TIMER_CHECK}"
+
+
+def base_kernel_args(platform: Platform = AMD64) -> str:
+    """The kernel arguments every appliance of ``platform`` starts with (its serial console;
+    the timer check is x86's)."""
+    if platform == AMD64:
+        return BASE_KERNEL_ARGS
+    return BASE_KERNEL_ARGS.replace("console=ttyS0", f"console={platform.console}").replace(
+        f" {NO_TIMER_CHECK}", "")
+
+
+def record_platform(record: cache.BuildRecord) -> Platform:
+    """The platform a build was made for (its image's)."""
+    return platforms.parse(record.platform)
 
 
 def _tojson(value: Any) -> str:
@@ -76,6 +91,12 @@ def values(name: str, meta: Metadata, record: cache.BuildRecord, *, version: str
                    shell=shell, root_label=ROOT_LABEL, name=name).strip()
     category = _given(meta.category, "guest")
     display = meta.name or name
+    platform = record_platform(record)
+    interface = _given(meta.disk_interface, "scsi")
+    if platform.qemu_arch == "aarch64" and interface == "ide":
+        raise MinivmError(f"{name}: disk_interface ide does not exist on QEMU's arm64 virt "
+                          "machine", hint="use scsi or virtio for a linux/arm64 appliance")
+    options = " ".join([*platform.machine_options, (meta.options or "").strip()]).strip()
     return {
         "appliance_id": appliance_id(name), "name": display,
         "category": "multilayer_switch" if category == "switch" else category,
@@ -89,9 +110,9 @@ def values(name: str, meta: Metadata, record: cache.BuildRecord, *, version: str
         "port_name_format": meta.port_name_format or "eth{0}",
         "adapter_type": _given(meta.adapter_type, "virtio-net-pci"),
         "adapters": _given(meta.adapters, 1), "ram": _given(meta.ram, 256), "cpus": meta.cpus,
-        "disk_interface": _given(meta.disk_interface, "scsi"), "kvm": _given(meta.kvm, "allow"),
-        "options": (meta.options or "").strip(),
-        "kernel_command_line": f"{BASE_KERNEL_ARGS} {meta.kernel_args or ''}".strip(),
+        "disk_interface": interface, "kvm": _given(meta.kvm, "allow"),
+        "arch": platform.qemu_arch, "options": options,
+        "kernel_command_line": f"{base_kernel_args(platform)} {meta.kernel_args or ''}".strip(),
         "version": version, "files": files,
     }
 

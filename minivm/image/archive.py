@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, cast
 
 from minivm.errors import MinivmError
 from minivm.image.config import ImageConfig
+from minivm.platforms import AMD64, Platform
 
 MEDIA_INDEX = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -45,8 +46,9 @@ def is_archive(path: Path) -> bool:
     return (path.is_file() and tarfile.is_tarfile(path)) or (path / "oci-layout").is_file()
 
 
-def open_archive(path: Path) -> ImageArchive:
-    """Read the manifest and config of a `docker save` tar or an OCI image layout."""
+def open_archive(path: Path, platform: Platform = AMD64) -> ImageArchive:
+    """Read the manifest and config of a `docker save` tar or an OCI image layout holding an
+    image of ``platform`` (an OCI index: its manifest for that platform)."""
     if not path.exists():
         raise MinivmError(f"no such archive: {path}")
     store = _DirStore(path) if path.is_dir() else _TarStore(path)
@@ -59,7 +61,7 @@ def open_archive(path: Path) -> ImageArchive:
                               hint="save a single image: docker save IMAGE > file.tar")
         config_name, layer_names = manifest[0]["Config"], manifest[0]["Layers"]
     elif store.has("index.json"):
-        config_name, layer_names = _oci_manifest(store, where)
+        config_name, layer_names = _oci_manifest(store, where, platform)
     else:
         raise MinivmError(f"{where} is neither a `docker save` archive nor an OCI image layout",
                           hint="no manifest.json or index.json inside")
@@ -69,6 +71,14 @@ def open_archive(path: Path) -> ImageArchive:
         config = json.loads(raw_config)
     except ValueError:
         raise MinivmError(f"{where}: the image config {config_name} is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise MinivmError(f"{where}: the image config {config_name} is not a JSON object")
+    found = config_platform(config)
+    if found != platform.text:
+        raise MinivmError(f"{where} holds a {found} image, not {platform.text}",
+                          hint=f"save the {platform.text} image (docker save after "
+                               f"docker pull --platform {platform.text}), or build with "
+                               f"--platform {found}")
     for name in layer_names:
         if not store.has(name):
             raise MinivmError(f"{where}: layer {name} is missing",
@@ -78,19 +88,40 @@ def open_archive(path: Path) -> ImageArchive:
                                                              config.get("created")), layers)
 
 
-def _oci_manifest(store: _Store, where: str) -> tuple[str, list[str]]:
+def config_platform(config: dict[str, Any]) -> str:
+    """``os/architecture`` of an image config (Docker's defaults when a field is missing)."""
+    os_name, arch = config.get("os") or "linux", config.get("architecture") or AMD64.arch
+    return f"{os_name}/{arch}" if isinstance(os_name, str) and isinstance(arch, str) else "?"
+
+
+def _oci_manifest(store: _Store, where: str, platform: Platform) -> tuple[str, list[str]]:
     index = _json(store, "index.json", where)
     manifests = index.get("manifests") or []
     while manifests and manifests[0].get("mediaType") in MEDIA_INDEX:
         index = _json(store, _blob(manifests[0]["digest"]), where)
-        manifests = [m for m in index.get("manifests") or []
-                     if m.get("platform", {}).get("architecture") in (None, "amd64")]
+        listed = [m for m in index.get("manifests") or []
+                  if isinstance(m, dict) and _entry_platform(m) != "unknown/unknown"]
+        manifests = [m for m in listed if _entry_platform(m) in (None, platform.text)]
+        if not manifests and listed:
+            offered = sorted({_entry_platform(m) or "?" for m in listed})
+            raise MinivmError(f"{where}: the image index has no {platform.text} image "
+                              f"(it has {', '.join(offered)})",
+                              hint="build with --platform " + " or ".join(offered))
     if len(manifests) != 1:
         raise MinivmError(f"{where}: index.json must name exactly one image manifest "
                           f"(it names {len(manifests)})")
     manifest = _json(store, _blob(manifests[0]["digest"]), where)
     return (_blob(manifest["config"]["digest"]),
             [_blob(layer["digest"]) for layer in manifest.get("layers", [])])
+
+
+def _entry_platform(entry: dict[str, Any]) -> str | None:
+    """``os/architecture`` an index entry names (``unknown/unknown``: an attestation); None
+    when it names none (an index of one image)."""
+    p = entry.get("platform")
+    if not isinstance(p, dict) or not isinstance(p.get("architecture"), str):
+        return None
+    return f"{p.get('os') or 'linux'}/{p['architecture']}"
 
 
 def _blob(digest: str) -> str:

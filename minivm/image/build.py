@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from minivm.image.rootfs import RootfsStats, compose
 from minivm.image.source import Kind, Source, classify
 from minivm.image.tarstream import Entry, read_entries
 from minivm.paths import ROOT_LABEL, build_dir, init_dir
+from minivm.platforms import Platform, host
 from minivm.ui import Reporter
 
 UUID_NAMESPACE = uuid.UUID("6f1c1c3e-4a7e-4c55-9a57-6d696e69766d")
@@ -54,29 +56,34 @@ def build(
     output_dir: Path | None = None,
     force: bool = False,
     name: str | None = None,
+    platform: Platform | None = None,
 ) -> BuildResult:
-    """Build the root disk of ``text`` (see :func:`minivm.image.source.classify`) into
-    ``<output>/<name>/``; ``name`` defaults to one derived from the source."""
+    """Build the root disk of ``text`` (see :func:`minivm.image.source.classify`) for
+    ``platform`` (default: the host's) into ``<output>/<name>/``; ``name`` defaults to one
+    derived from the source, and carries the platform's suffix (``NAME-arm64``)."""
     started = time.monotonic()
+    platform = platform or host()
     source = classify(text)
     if name:
         source = source.named(name)
+    source = replace(source, name=platform.named(source.name))
     folder = (output_dir or build_dir()) / source.name
     _check_owner(folder, source)
     chosen = disk.pick_backend(backend)
     inputs = {"name": source.name, "init": sha256_tree(init_dir()), "size": size,
-              "backend": chosen}
+              "backend": chosen, "platform": platform.arch}
     with ExitStack() as stack:
         client = None if source.kind is Kind.ARCHIVE else engine.connect()
-        context_key = _context_key(client, source, inputs) if source.kind is Kind.CONTEXT else None
+        context_key = (_context_key(client, source, inputs, platform)
+                       if source.kind is Kind.CONTEXT else None)
         if context_key and not force and (record := _fresh_by_context(folder, context_key)):
             return _cached(record, folder, reporter, started)
         image_id, config, entries, shadowed = stack.enter_context(
-            _open_image(client, source, reporter=reporter))
+            _open_image(client, source, reporter=reporter, platform=platform))
         key = cache.key(image=image_id, **inputs)
         if not force and (record := cache.fresh(folder, key)):
             return _cached(record, folder, reporter, started)
-        injection = inject.prepare(reporter=reporter)
+        injection = inject.prepare(reporter=reporter, platform=platform)
         qcow2 = folder / f"{source.name}-{short_id(image_id)}.qcow2"
         composed = compose(entries, config=config, name=source.name, injection=injection.root,
                            stats=RootfsStats(), from_engine=client is not None, where=source.text,
@@ -90,7 +97,8 @@ def build(
     reporter.seconds["total"] = round(time.monotonic() - started, 3)
     record = cache.BuildRecord(
         key=key, context_key=context_key, name=source.name, source=source.text,
-        source_id=source.identity, image_id=image_id, config=config.to_json(),
+        source_id=source.identity, platform=platform.text, image_id=image_id,
+        config=config.to_json(),
         backend=result.backend, fs_size=result.fs_size, content_bytes=result.content_bytes,
         entries=result.entries, outputs={"root": file_record(qcow2)},
         seconds=dict(reporter.seconds))
@@ -129,53 +137,101 @@ def _fresh_by_context(folder: Path, context_key: str) -> cache.BuildRecord | Non
     return None
 
 
-def _context_key(client: Any, source: Source, inputs: dict[str, Any]) -> str | None:
+def _context_key(client: Any, source: Source, inputs: dict[str, Any],
+                 platform: Platform) -> str | None:
     """A key for a build context that needs no docker build: the context's files and the ids
-    of its base images. None when a base is unknown (then docker build decides)."""
+    of its base images for the platform. None when a base is unknown (then docker build
+    decides)."""
     assert source.path is not None
     bases = []
     for ref in _from_refs(source.path / "Dockerfile"):
         try:
-            bases.append(client.inspect_image(ref)["Id"])
+            image_id = engine.local_for_platform(client, ref, platform.text)
         except Exception:
             return None
+        if image_id is None:
+            return None
+        bases.append(image_id)
     return cache.key(context=sha256_tree(source.path), bases=bases, **inputs)
+
+
+FROM_LINE = re.compile(r"(\s*FROM\s+)((?:--\S+\s+)*)(\S+)((?:\s+AS\s+(\S+))?.*)", re.IGNORECASE)
 
 
 def _from_refs(dockerfile: Path) -> list[str]:
     """The external images a Dockerfile starts FROM (stage names excluded)."""
     refs, stages = [], set()
     for line in dockerfile.read_text(errors="replace").splitlines():
-        match = re.match(r"\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        match = FROM_LINE.match(line)
         if match:
-            if match.group(1).lower() not in stages and match.group(1) != "scratch":
-                refs.append(match.group(1))
-            if match.group(2):
-                stages.add(match.group(2).lower())
+            if match.group(3).lower() not in stages and match.group(3) != "scratch":
+                refs.append(match.group(3))
+            if match.group(5):
+                stages.add(match.group(5).lower())
     return refs
+
+
+def _dockerfile_for(client: Any, context: Path, platform: Platform, *, reporter: Reporter,
+                    folder: Path) -> str | None:
+    """A copy of the context's Dockerfile (in ``folder``) whose bases are the platform's
+    images, when the engine's own tag of a base names another platform's image (one tag, one
+    image: a classic image store keeps one platform per name). None when none needs it."""
+    lines = (context / "Dockerfile").read_text(errors="replace").splitlines(keepends=True)
+    stages: set[str] = set()
+    changed = False
+    for n, line in enumerate(lines):
+        match = FROM_LINE.match(line)
+        if not match:
+            continue
+        ref = match.group(3)
+        external = (ref.lower() not in stages and ref != "scratch" and "$" not in ref
+                    and "--platform" not in match.group(2))
+        if match.group(5):
+            stages.add(match.group(5).lower())
+        found = engine.image_platform(client, ref) if external else None
+        if found is None or found == platform.text:
+            continue
+        image_id = engine.resolve_for_platform(client, ref, platform.text, reporter=reporter)
+        lines[n] = f"{match.group(1)}{match.group(2)}{image_id}{match.group(4)}\n"
+        changed = True
+    if not changed:
+        return None
+    path = folder / "Dockerfile"
+    path.write_text("".join(lines))
+    return str(path)
 
 
 Shadowed = Callable[[], dict[str, tuple[tarfile.TarInfo, bytes]]] | None
 
 
 @contextmanager
-def _open_image(client: Any, source: Source, *, reporter: Reporter,
+def _open_image(client: Any, source: Source, *, reporter: Reporter, platform: Platform,
                 ) -> Iterator[tuple[str, ImageConfig, Iterator[Entry], Shadowed]]:
-    """The image's id, config and flattened entries, from the engine or an archive; for the
-    engine, also the image's own versions of the files its export hides."""
+    """The image's id, config and flattened entries for ``platform``, from the engine or an
+    archive; for the engine, also the image's own versions of the files its export hides."""
     if source.kind is Kind.ARCHIVE:
         assert source.path is not None
-        archive = open_archive(source.path)
+        archive = open_archive(source.path, platform)
         reporter.info(f"reading {source.path} ({len(archive.layers)} layers, no engine)")
         yield archive.config.image_id, archive.config, layers.flatten(archive.layers), None
         return
     if source.kind is Kind.CONTEXT:
         assert source.path is not None
-        with reporter.stage("docker_build", f"Building {source.path} with the Docker engine"):
+        with reporter.stage("docker_build", f"Building {source.path} with the Docker engine "
+                                            f"for {platform.text}"), \
+                tempfile.TemporaryDirectory(prefix="minivm-dockerfile-") as tmp:
+            dockerfile = _dockerfile_for(client, source.path, platform, reporter=reporter,
+                                         folder=Path(tmp))
             image_id = engine.build_image(client, source.path, reporter=reporter,
+                                          dockerfile=dockerfile, platform=platform.text,
                                           tag=f"minivm/{source.name.lower()}:latest")
     else:
-        image_id = engine.resolve_image(client, source.text, reporter=reporter)
+        image_id = engine.resolve_for_platform(client, source.text, platform.text,
+                                               reporter=reporter)
+    found = engine.image_platform(client, image_id)
+    if found != platform.text:
+        raise MinivmError(f"{source.text} is a {found} image, not {platform.text}",
+                          hint=f"build it for {platform.text}, or use --platform {found}")
     config = engine.image_config(client, image_id)
     reporter.info(f"exporting image {short_id(image_id)} from the engine (streamed, never run)")
     with ThreadPoolExecutor(max_workers=1) as pool, \

@@ -50,9 +50,11 @@ def build_image(
     buildargs: dict[str, str] | None = None,
     tag: str | None = None,
     nocache: bool = False,
+    platform: str | None = None,
 ) -> str:
     """Build a Docker context, streaming its log; return the image id (``nocache``: every
-    step runs again, Docker's layer cache unused).
+    step runs again, Docker's layer cache unused; ``platform``: Docker's ``--platform``).
+    ``dockerfile`` is relative to the context, or a path outside it (sent along).
 
     A failing step raises a MinivmError naming the step and the tail of its log.
     """
@@ -68,6 +70,7 @@ def build_image(
         stream = client.build(
             path=str(context), dockerfile=dockerfile, target=target, buildargs=buildargs,
             tag=tag, rm=True, forcerm=True, decode=True, pull=False, nocache=nocache,
+            platform=platform,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -112,6 +115,71 @@ def resolve_image(client: APIClient, ref: str, *, reporter: Reporter) -> str:
         raise MinivmError(f"no such image: {ref} (not local, and the pull failed: "
                           f"{' '.join(str(reason).split())[:200]})",
                           hint="check the name, or build it first") from None
+
+
+# Docker Hub's per-architecture copies of its official images (``arm64v8/debian``): where the
+# image of another platform is found when the engine's own tag names the host's.
+ARCH_REPOSITORIES = {"amd64": "amd64", "arm64": "arm64v8"}
+
+
+def image_platform(client: APIClient, ref: str) -> str | None:
+    """``os/architecture`` of an image the engine has; None when it has none by that name."""
+    try:
+        info = client.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as e:
+        raise MinivmError(f"cannot inspect image {ref}: {e.explanation or e}") from None
+    return f"{info.get('Os') or 'linux'}/{info.get('Architecture') or 'amd64'}"
+
+
+def arch_repository(ref: str, arch: str) -> str | None:
+    """``arm64v8/debian:bookworm-slim`` for ``debian:bookworm-slim`` and arm64: the official
+    image's per-architecture copy (None for images that are not official ones)."""
+    name = ref.removeprefix("docker.io/").removeprefix("library/")
+    if "/" in name or "@" in name or arch not in ARCH_REPOSITORIES:
+        return None
+    return f"{ARCH_REPOSITORIES[arch]}/{name}"
+
+
+def local_for_platform(client: APIClient, ref: str, platform: str, *,
+                       reporter: Reporter | None = None) -> str | None:
+    """The id of the engine's image ``ref`` for ``platform``, or of the official image's
+    per-architecture copy (see :data:`ARCH_REPOSITORIES`); None when it has neither."""
+    if image_platform(client, ref) == platform:
+        return str(client.inspect_image(ref)["Id"])
+    copy = arch_repository(ref, platform.rsplit("/", 1)[-1])
+    if copy and image_platform(client, copy) == platform:
+        if reporter:
+            reporter.info(f"using {copy} for {ref} ({platform})")
+        return str(client.inspect_image(copy)["Id"])
+    return None
+
+
+def resolve_for_platform(client: APIClient, ref: str, platform: str, *,
+                         reporter: Reporter) -> str:
+    """The id of image ``ref`` for ``platform`` (``linux/arm64``): the engine's own when it
+    is of that platform, else the official image's per-architecture copy the engine has, else
+    pulled for that platform. An image only of another platform is refused, naming both."""
+    if image_id := local_for_platform(client, ref, platform, reporter=reporter):
+        return image_id
+    found = image_platform(client, ref)
+    copy = arch_repository(ref, platform.rsplit("/", 1)[-1])
+    reporter.info(f"pulling {ref} for {platform}")
+    reason = ""
+    try:
+        for chunk in client.pull(ref, platform=platform, stream=True, decode=True):
+            if "error" in chunk:
+                raise docker.errors.APIError(chunk["error"])
+    except docker.errors.APIError as e:
+        reason = " ".join(str(getattr(e, "explanation", None) or e).split())[:160]
+    if image_platform(client, ref) == platform:
+        return str(client.inspect_image(ref)["Id"])
+    have = f"the engine has it for {found} only" if found else "the engine does not have it"
+    raise MinivmError(f"image {ref} is not available for {platform}: {have}"
+                      + (f", and the pull failed ({reason})" if reason else ""),
+                      hint=f"docker pull --platform {platform} {ref}, or docker load a "
+                           f"{platform} archive" + (f" tagged {copy}" if copy else ""))
 
 
 def image_config(client: APIClient, image_id: str) -> ImageConfig:

@@ -2,8 +2,9 @@
 
 ``init/`` is a Docker build context whose final stage (``FROM scratch``) holds the tree to
 overlay: ``.minivm/`` (the init, the toolbox, the DHCP hook) and default files under ``etc/``.
-The tree is cached in the user's cache folder, ``<cache>/init/<digest of init/>/``: a second
-build with the same sources needs no engine.
+It is built per platform (build argument ``ARCH``: compiled natively or cross-compiled) and
+cached in the user's cache folder, ``<cache>/init/<digest of init/>-<arch>/``: a second build
+with the same sources needs no engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from minivm.fsutil import atomic_path, sha256_tree
 from minivm.image import engine
 from minivm.image.config import is_container_artifact
 from minivm.paths import init_dir
+from minivm.platforms import Platform, host
 from minivm.ui import Reporter
 
 TREE = "tree"
@@ -38,24 +40,29 @@ class Injection:
     digest: str
 
 
-def cache_dir(digest: str) -> Path:
-    return paths.cache_dir() / "init" / digest
+def cache_dir(digest: str, platform: Platform) -> Path:
+    return paths.cache_dir() / "init" / f"{digest}-{platform.arch}"
 
 
-def prepare(*, reporter: Reporter, source: Path | None = None) -> Injection:
-    """The injected tree for the current ``init/`` sources, built on first use."""
+def prepare(*, reporter: Reporter, source: Path | None = None,
+            platform: Platform | None = None) -> Injection:
+    """The injected tree for the current ``init/`` sources and ``platform`` (default: the
+    host's), built on first use."""
     source = source or init_dir()
+    platform = platform or host()
     if not (source / "Dockerfile").is_file():
         raise MinivmError(f"no init sources at {source}",
                           hint="restore init/ from the minivm sources (or set MINIVM_HOME)")
     digest = sha256_tree(source)
-    folder = cache_dir(digest)
+    folder = cache_dir(digest, platform)
     if (folder / TREE / ".minivm" / "init").is_file():
         return Injection(folder / TREE, digest)
     client = engine.connect()
-    with reporter.stage("init", "Building the init and its toolbox (init/)"):
+    with reporter.stage("init", f"Building the init and its toolbox (init/) for "
+                                f"{platform.text}"):
         image_id = engine.build_image(client, source, reporter=reporter,
-                                      buildargs={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+                                      buildargs={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+                                                 "ARCH": platform.arch})
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             with engine.exported_filesystem(client, image_id) as stream:

@@ -7,11 +7,15 @@ and its modules, plus static busybox and e2fsck) -> export (the ``/kit`` folder 
 image, read as a tar stream) -> initramfs (cpio of busybox, e2fsck, ``kernel/init`` and the
 modules needed to reach the root) -> module disk (every module, ext4 labelled
 ``minivm-modules`` in a QCOW2). The result goes to ``<cache>/kernel/<kver>-<hash>/`` in the
-user's cache folder (shared by every project); ``<cache>/kernel/current`` points at the kit
-built (or found in the cache) last.
+user's cache folder (shared by every project); ``<cache>/kernel/current-<arch>`` points at the
+kit of that platform built (or found in the cache) last.
 
-Nothing changed (same flavour settings, recipe folder, shared init and e2fsck, base image,
-minivm) -> the kit is reused. Each flavour has its own key.
+Platforms: a flavour lists the ones it builds for (``platforms``, Docker's architecture names);
+linux/amd64 builds ``<recipe>/Dockerfile``, another platform ``<recipe>/<arch>/Dockerfile``
+with the same build context (the recipe folder), so it can use the amd64 recipe's files.
+
+Nothing changed (same flavour settings, platform, recipe files, shared init and e2fsck, base
+image, minivm) -> the kit is reused. Each flavour and platform has its own key.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from minivm.image import engine
 from minivm.image.tarstream import SymlinkGuard, read_entries
 from minivm.kit import initramfs, kmod
 from minivm.paths import MODULES_LABEL, cache_dir, kernel_dir
+from minivm.platforms import AMD64, PLATFORMS, Platform, host
 from minivm.ui import Reporter
 
 MANIFEST = "manifest.json"
@@ -75,7 +80,13 @@ class KitConfig:
     blacklist: tuple[str, ...] = ()
     compression: str = "gzip"
     module_disk: bool = True
+    platform: Platform = AMD64
     settings: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def dockerfile(self) -> str:
+        """The recipe's Dockerfile for this platform, relative to the recipe folder."""
+        return "Dockerfile" if self.platform == AMD64 else f"{self.platform.arch}/Dockerfile"
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class Manifest:
     initramfs_modules: tuple[str, ...]
     boot_modules: tuple[str, ...]
     files: dict[str, KitFile]
+    arch: str = AMD64.arch  # the platform's (Docker's architecture name)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "minivm": self.minivm, "kernel_version": self.kernel_version,
@@ -120,7 +132,7 @@ class Manifest:
                 "package": self.package, "packages": list(self.packages),
                 "compression": self.compression, "timestamp": self.timestamp,
                 "initramfs_modules": list(self.initramfs_modules),
-                "boot_modules": list(self.boot_modules),
+                "boot_modules": list(self.boot_modules), "arch": self.arch,
                 "files": {role: f.to_json() for role, f in self.files.items()}}
 
     @classmethod
@@ -140,7 +152,8 @@ class Manifest:
                    initramfs_modules=tuple(map(str, data.get("initramfs_modules") or ())),
                    boot_modules=tuple(map(str, data.get("boot_modules") or ())),
                    files={str(role): KitFile(str(f["name"]), int(f["size"]), str(f["md5"]))
-                          for role, f in data["files"].items()})
+                          for role, f in data["files"].items()},
+                   arch=str(data.get("arch", AMD64.arch)))
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,10 @@ class Kit:
     @property
     def flavour(self) -> str:
         return self.manifest.flavour
+
+    @property
+    def platform(self) -> Platform:
+        return PLATFORMS.get(self.manifest.arch, AMD64)
 
     def path(self, role: str) -> Path | None:
         """The file playing ``role`` (kernel, initrd, modules), if the kit has it."""
@@ -181,7 +198,7 @@ class Kit:
         files = {role: {"path": str(self.folder / rec.name), "size": rec.size,
                         "md5": rec.md5} for role, rec in self.manifest.files.items()}
         return {"kernel_version": self.kernel_version, "flavour": self.flavour,
-                "folder": str(self.folder),
+                "platform": self.platform.text, "folder": str(self.folder),
                 "cached": self.cached, "files": files, "packages": list(self.manifest.packages),
                 "seconds": self.seconds}
 
@@ -211,8 +228,11 @@ def flavours(folder: Path) -> tuple[list[str], str]:
     return list(table), default
 
 
-def load_config(folder: Path, flavour: str | None = None) -> KitConfig:
-    """Read and check one flavour (default: kit.toml's ``default``) of ``kit.toml``."""
+def load_config(folder: Path, flavour: str | None = None,
+                platform: Platform | None = None) -> KitConfig:
+    """Read and check one flavour (default: kit.toml's ``default``) of ``kit.toml``, for
+    ``platform`` (default: the host's)."""
+    platform = platform or host()
     path, data = _read_toml(folder)
     if "base" not in data:
         raise MinivmError(f"{path} lacks the key 'base'",
@@ -234,7 +254,7 @@ def load_config(folder: Path, flavour: str | None = None) -> KitConfig:
             blacklist=tuple(map(str, table.get("blacklist", []))),
             compression=str(table.get("compression", "gzip")),
             module_disk=bool(table.get("module_disk", True)),
-            settings=dict(table),
+            platform=platform, settings=dict(table),
         )
     except KeyError as e:
         raise MinivmError(f"{where} lacks the key {e.args[0]!r}",
@@ -250,15 +270,26 @@ def load_config(folder: Path, flavour: str | None = None) -> KitConfig:
             or not (recipe / "Dockerfile").is_file():
         raise MinivmError(f"{where}: recipe {config.recipe!r} is not a folder of {folder} "
                           "with a Dockerfile", hint="fix `recipe`")
+    arches = table.get("platforms", [AMD64.arch])
+    if not isinstance(arches, list) or platform.arch not in arches:
+        raise MinivmError(f"kernel flavour {name!r} is not built for {platform.text}",
+                          hint=f"it builds for {', '.join(f'linux/{a}' for a in arches)}; "
+                               "choose another --flavour or --platform")
+    if not (recipe / config.dockerfile).is_file():
+        raise MinivmError(f"{where}: no {config.dockerfile} in {recipe} for {platform.text}",
+                          hint="add it, or remove the platform from `platforms`")
     return config
 
 
 def cache_key(source: Path, config: KitConfig, base_id: str) -> str:
-    """The flavour's key: its settings, its recipe folder, the shared files, the base image."""
+    """The flavour's key: its settings, its platform, its recipe files (those of other
+    platforms left out), the shared files, the base image."""
     shared = {name: file_record(source / name)["md5"] for name in SHARED_FILES
               if (source / name).is_file()}
+    others = set(PLATFORMS) - {config.platform.arch}
     return cache.key(flavour=config.flavour, settings=config.settings, base=base_id,
-                     recipe=sha256_tree(source / config.recipe), shared=shared)
+                     platform=config.platform.arch, shared=shared,
+                     recipe=sha256_tree(source / config.recipe, exclude=others))
 
 
 def kits_dir() -> Path:
@@ -266,9 +297,14 @@ def kits_dir() -> Path:
     return cache_dir() / "kernel"
 
 
-def current() -> Kit | None:
-    """The kit ``build/kernel/current`` points at, if it is there and whole."""
-    folder = kits_dir() / "current"
+def current_link(platform: Platform | None = None) -> str:
+    """The name of the link to the current kit of ``platform`` (default: the host's)."""
+    return f"current-{(platform or host()).arch}"
+
+
+def current(platform: Platform | None = None) -> Kit | None:
+    """The kit ``<cache>/kernel/current-<arch>`` points at, if it is there and whole."""
+    folder = kits_dir() / current_link(platform)
     manifest = _load_manifest(folder)
     return Kit(folder.resolve(), manifest, cached=True) if manifest and _whole(
         folder, manifest) else None
@@ -276,21 +312,24 @@ def current() -> Kit | None:
 
 def build(*, reporter: Reporter, force: bool = False, source: Path | None = None,
           output_root: Path | None = None, flavour: str | None = None,
-          make_current: bool = True, docker_cache: bool = True) -> Kit:
-    """Build the kernel kit of ``flavour`` (default: kit.toml's), or reuse the one built from
-    the same inputs; either way it becomes ``current`` (unless ``make_current`` is false).
-    ``docker_cache=False`` runs every step of the recipe again (a cold build)."""
+          platform: Platform | None = None, make_current: bool = True,
+          docker_cache: bool = True) -> Kit:
+    """Build the kernel kit of ``flavour`` (default: kit.toml's) for ``platform`` (default:
+    the host's), or reuse the one built from the same inputs; either way it becomes the
+    platform's current kit (unless ``make_current`` is false). ``docker_cache=False`` runs
+    every step of the recipe again (a cold build)."""
     source = source or kernel_dir()
     output_root = output_root or kits_dir()
-    config = load_config(source, flavour)
+    config = load_config(source, flavour, platform)
+    label = f"{config.flavour}, {config.platform.text}"
     with reporter.stage("check", "Checking the kernel kit inputs"):
         client = engine.connect()
         base_id = engine.resolve_image(client, config.base, reporter=reporter)
         key = cache_key(source, config, base_id)
         if not force and (kit := _find_cached(output_root, key)):
             if make_current:
-                _point_current(output_root, kit.folder)
-            reporter.info(f"kernel kit {kit.kernel_version} ({config.flavour}) is up to date: "
+                _point_current(output_root, kit.folder, config.platform)
+            reporter.info(f"kernel kit {kit.kernel_version} ({label}) is up to date: "
                           f"{kit.folder} "
                           "(nothing changed; --force rebuilds it)")
             return Kit(kit.folder, kit.manifest, cached=True, seconds=reporter.seconds)
@@ -310,8 +349,9 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
            base_id: str, reporter: Reporter, make_current: bool,
            docker_cache: bool = True) -> Kit:
     recipe = source / config.recipe
-    with reporter.stage("fetch", f"Making the {config.flavour} kernel from {config.package} "
-                                 f"(docker build of {recipe})"):
+    with reporter.stage("fetch", f"Making the {config.flavour} kernel for "
+                                 f"{config.platform.text} from {config.package} "
+                                 f"(docker build of {recipe / config.dockerfile})"):
         image_id = _build_image(client, config, source, reporter, nocache=not docker_cache)
     output_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=output_root) as work_name:
@@ -345,11 +385,13 @@ def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key:
                 packages=tuple(_packages(work)), compression=config.compression,
                 timestamp=timestamp, initramfs_modules=tuple(sorted(selection.names)),
                 boot_modules=tuple(config.boot_modules),
-                files={role: KitFile.of(p) for role, p in files.items()})
+                files={role: KitFile.of(p) for role, p in files.items()},
+                arch=config.platform.arch)
             atomic_write_bytes(tmp / MANIFEST, _dump(manifest.to_json()))
     if make_current:
-        _point_current(output_root, folder)
-    reporter.info(f"kernel kit {kver} ({config.flavour}) written to {folder}")
+        _point_current(output_root, folder, config.platform)
+    reporter.info(f"kernel kit {kver} ({config.flavour}, {config.platform.text}) written to "
+                  f"{folder}")
     if removed := prune(output_root, keep=KEEP_KITS):
         reporter.info(f"  removed {len(removed)} older kit(s): {', '.join(removed)}")
     return Kit(folder, manifest, cached=False, seconds=reporter.seconds)
@@ -359,9 +401,11 @@ def _build_image(client: Any, config: KitConfig, source: Path, reporter: Reporte
                  nocache: bool = False) -> str:
     try:
         return engine.build_image(client, source / config.recipe, reporter=reporter,
+                                  dockerfile=config.dockerfile,
                                   buildargs={"BASE": config.base,
                                              "KERNEL_PACKAGE": config.package},
-                                  tag=f"minivm-kernel-{config.flavour}:latest",
+                                  tag=f"minivm-kernel-{config.platform.named(config.flavour)}"
+                                      ":latest",
                                   nocache=nocache)
     except MinivmError as e:
         text = str(e)
@@ -514,19 +558,19 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 
 def prune(output_root: Path, *, keep: int) -> list[str]:
-    """Remove all but the ``keep`` most recently written kits of each flavour (``current``
-    always stays); return the names of the folders removed. Only folders holding a kit
-    manifest go."""
-    current = (output_root / "current").resolve()
+    """Remove all but the ``keep`` most recently written kits of each flavour and platform
+    (the current ones always stay); return the names of the folders removed. Only folders
+    holding a kit manifest go."""
+    current = {link.resolve() for link in output_root.glob("current-*")}
     kits = [f for f in output_root.iterdir() if not f.is_symlink() and f.is_dir()
             and not f.name.startswith(".") and (f / MANIFEST).is_file()]
     kits.sort(key=lambda f: ((f / MANIFEST).stat().st_mtime, f.name), reverse=True)
-    removed, seen = [], dict[str, int]()
+    removed, seen = [], dict[tuple[str, str], int]()
     for folder in kits:
         manifest = _load_manifest(folder)
-        flavour = manifest.flavour if manifest else "cloud"
-        seen[flavour] = seen.get(flavour, 0) + 1
-        if seen[flavour] > keep and folder.resolve() != current:
+        kind = (manifest.flavour, manifest.arch) if manifest else ("cloud", AMD64.arch)
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] > keep and folder.resolve() not in current:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
@@ -558,9 +602,10 @@ def _find_cached(output_root: Path, key: str) -> Kit | None:
     return None
 
 
-def _point_current(output_root: Path, folder: Path) -> None:
-    """Make ``current`` point at ``folder``, atomically (a new link renamed over the old)."""
-    link = output_root / "current"
+def _point_current(output_root: Path, folder: Path, platform: Platform) -> None:
+    """Make the platform's current link point at ``folder``, atomically (a new link renamed
+    over the old)."""
+    link = output_root / current_link(platform)
     if link.is_symlink() and os.readlink(link) == folder.name:
         return
     tmp = output_root / f".current.tmp-{os.getpid()}"

@@ -100,7 +100,7 @@ def node_properties(lab: Lab, name: str, *, unsafe_options: bool = False) -> dic
         "kernel_image": m.kernel.name if m.kernel else "",
         "initrd": m.initrd.name if m.initrd else "",
         "options": shlex.join(m.options), "console_type": app.console_type,
-        "on_close": app.on_close, "platform": "x86_64", "linked_clone": True,
+        "on_close": app.on_close, "platform": app.arch, "linked_clone": True,
         # GNS3 gives a node made without a template "low" (nice 5), its templates "normal":
         # normal, as the template minivm installs and as the local runner.
         "process_priority": "normal",

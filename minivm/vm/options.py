@@ -53,7 +53,7 @@ DEVICE_KEYS: dict[str, re.Pattern[str]] = {
 MACHINE_KEYS = {k: VALUE for k in (
     "type", "usb", "smm", "vmport", "kernel_irqchip", "kernel-irqchip", "hpet", "pit", "pic",
     "sata", "i8042", "acpi", "graphics", "mem-merge", "dump-guest-core", "max-ram-below-4g",
-    "smbus", "suppress-vmdesc")}
+    "smbus", "suppress-vmdesc", "gic-version")}
 SMBIOS_KEYS = {"type": NUMBER, **{k: TEXT for k in (
     "vendor", "version", "date", "release", "uefi", "manufacturer", "product", "serial",
     "uuid", "sku", "family", "asset", "location", "part", "speed", "max-speed",
