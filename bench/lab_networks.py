@@ -6,7 +6,7 @@ segment against 8 nodes in 4 point-to-point links.
 
 Each figure comes from the product itself (`minivm lab up`, `minivm lab exec`): iperf3 (TCP,
 --seconds long, the receiver's rate) and ping (20 echoes 0.2 s apart, the mean round trip)
-between two Debian nodes with iperf3 (`image:` nodes built by `lab up`); the `lab up` times
+between two Debian nodes with iperf3 (one bundle for both labs); the `lab up` times
 use alpine-minivm's look-alike and wait for every console's welcome line.
 """
 
@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.lab_common import READY, lookalike_bundle, workdir
+from minivm.gns3 import appliance
+from minivm.image import build
+from minivm.kit import kernel
+from minivm.ui import QUIET
 
 MINIVM = str(Path(sys.executable).with_name("minivm"))
 IPERF_NODE = """\
@@ -46,10 +50,21 @@ def sh(path: Path, node: str, command: str) -> str:
     return cli("lab", "exec", "--timeout", "300", path, node, "--", "sh", "-c", command).stdout
 
 
-def pair_lab(folder: Path, mode: str) -> Path:
+def iperf_bundle(work: Path) -> Path:
+    """A Debian node with iperf3, as a bundle under ``work`` (built once for both labs)."""
+    context = work / "iperf-node"
+    context.mkdir()
+    (context / "Dockerfile").write_text(IPERF_NODE)
+    kit = kernel.current() or kernel.build(reporter=QUIET)
+    result = build.build(str(context), reporter=QUIET, output_dir=work / "build")
+    return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
+                                  kit=kit).path
+
+
+def pair_lab(folder: Path, mode: str, bundle: Path) -> Path:
     """Two iperf3 nodes at 10.0.0.1 and .2: linked point to point, or on one segment."""
     folder.mkdir(parents=True)
-    node = {"image": "../iperf-node"}
+    node = {"appliance": str(bundle)}
     spec: dict[str, Any] = {"accel": "tcg", "nodes": {}}
     if mode == "p2p":
         spec["nodes"] = {n: {**node, "append": f"ip=10.0.0.{i}/24:::::eth0:off"}
@@ -63,9 +78,10 @@ def pair_lab(folder: Path, mode: str) -> Path:
     return path
 
 
-def measure_pair(work: Path, mode: str, runs: int, seconds: int) -> tuple[float, float]:
+def measure_pair(work: Path, bundle: Path, mode: str, runs: int, seconds: int
+                 ) -> tuple[float, float]:
     """(Mbit/s, mean RTT ms), medians over ``runs``."""
-    path = pair_lab(work / mode, mode)
+    path = pair_lab(work / mode, mode, bundle)
     cli("lab", "up", path)
     try:
         sh(path, "a", "ping -c 2 -W 5 10.0.0.2 >/dev/null")
@@ -113,9 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     work = workdir()
     try:
-        (work / "iperf-node").mkdir()
-        (work / "iperf-node" / "Dockerfile").write_text(IPERF_NODE)
-        pairs = {mode: measure_pair(work, mode, args.runs, args.seconds)
+        bundle = iperf_bundle(work)
+        pairs = {mode: measure_pair(work, bundle, mode, args.runs, args.seconds)
                  for mode in ("p2p", "segment")}
         base_rate, base_rtt = pairs["p2p"]
         print(f"{'path a -> b':>34} {'Mbit/s':>8} {'vs p2p':>7} {'RTT ms':>8} {'vs p2p':>7}")

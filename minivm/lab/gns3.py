@@ -212,6 +212,9 @@ def up(lab: Lab, client: Client, *, start: bool = True, wait: str | None = None,
     for ``wait`` on their consoles). Returns what the project holds and what this call did.
     Every appliance's options pass the allow-list first (unless ``allow_unsafe_options``)."""
     refuse_externals(lab)
+    if skipped := [n for n, node in lab.nodes.items() if node.binds or node.exec]:
+        reporter.warn(f"{', '.join(skipped)}: binds and exec are done by the local runner only "
+                      "(over the control channel, which GNS3's QEMU nodes lack): not done here")
     check_options(lab, allow_unsafe=allow_unsafe_options)
     computes = resolve_computes(client, lab)
     pushed: dict[str, push.Pushed] = {}
