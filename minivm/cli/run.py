@@ -84,7 +84,7 @@ def run(
             append=" ".join(append or []), qmp=workdir / "qmp.sock", paused=True,
             console=qemu.Console(ConsoleKind.UNIX, path=workdir / "console.sock",
                                  log=workdir / "console.log"),
-            control=workdir / "control.sock", publish=ports,
+            control=workdir / "control.sock", publish=ports, tb_size=qemu.TB_SIZE,
             unsafe_options=allow_unsafe_options)
         if print_command:
             print(shlex.join(qemu.command_line(m)))

@@ -267,7 +267,7 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
                      accel=chosen, console=console, qmp=qmp, monitor=workdir / "monitor.sock",
                      pidfile=workdir / "qemu.pid", daemonize=True,
                      control=workdir / "control.sock", publish=node.publish,
-                     unsafe_options=unsafe_options)
+                     unsafe_options=unsafe_options, tb_size=qemu.TB_SIZE)
     clean_runtime(lab, name)
     with (workdir / "console.log").open("ab") as log:
         log.write(f"\n--- minivm lab up {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
