@@ -1,7 +1,7 @@
 """One round of a many-node lab through the CLI, as a user drives it: `lab up --wait` for
 every main process, `lab exec` on every node, `lab down` with every power button; the time
 of each phase, the QEMUs' RSS once every node is up, and any kernel panic on a console.
-Shared by the 32-node test and ``bench/lab_scale.py``."""
+Used by ``bench/lab_scale.py``."""
 
 from __future__ import annotations
 
