@@ -96,7 +96,7 @@ HOSTILE = [
     ("-cpu", "needs a value"),
 ]
 SAFE = [
-    "", "-device virtio-rng-pci", "-cpu max,+avx2,-x2apic,kvm=off -smp 2,cores=2 -m 512M",
+    "", "-device virtio-rng-pci", "-cpu max,+avx2,-x2apic,kvm=off -smp 1,cores=1 -m 512M",
     "-machine pc,usb=off,smm=off -rtc base=utc,clock=host -nographic -no-reboot",
     "-device e1000,romfile=,mac=0e:00:00:00:00:01,id=x -device usb-tablet -usb",
     "-boot order=c,menu=off -vga std -display none -k en-us -watchdog-action poweroff",
