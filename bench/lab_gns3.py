@@ -44,7 +44,9 @@ def local_prepare(the_lab: lab.Lab, folder: Path) -> None:
             sock = holders.enter_context(lab.hold_port(fixed, what="link end"))
             held[f"{node}:eth{adapter}"] = sock.getsockname()[1]
         for name in the_lab.nodes:
-            holders.enter_context(lab.hold_port(0, kind=socket.SOCK_STREAM, what="console"))
+            if the_lab.nodes[name].console == "telnet":
+                holders.enter_context(lab.hold_port(0, kind=socket.SOCK_STREAM,
+                                                    what="console"))
             disks = qemu.create_overlays(the_lab.nodes[name].appliance.images, folder / name)
             m = control.node_machine(the_lab, name, disks=disks,
                                      adapters=ports.tunnels(the_lab, held, name))

@@ -192,23 +192,25 @@ def test_three_in_a_line_r2_routes(bundle: Path, tmp_path: Path) -> None:
 
 
 def attach_console(path: Path, node: str) -> None:
-    """`minivm lab console LAB NODE` on a terminal: a command runs, Ctrl-] detaches (exit 0)
-    and the node keeps running."""
+    """`minivm lab console LAB NODE` on a terminal: at the prompt a command runs, Ctrl-]
+    detaches (exit 0) and the node keeps running."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([*MINIVM, "lab", "console", str(path), node], stdin=slave,
                             stdout=slave, stderr=slave, cwd=REPO)
     os.close(slave)
-    buf = b""
+    buf, sent = b"", False
     try:
         deadline = time.monotonic() + 60
-        os.write(master, b"echo con$((20+22))sole\r")
         while b"con42sole" not in buf:
             assert time.monotonic() < deadline, buf[-2000:].decode(errors="replace")
-            if select.select([master], [], [], 0.5)[0]:
-                data = os.read(master, 65536)
-                if b"\x1b[6n" in data:
-                    os.write(master, CURSOR_REPORT)
-                buf += data
+            data = os.read(master, 65536) if select.select([master], [], [], 1)[0] else b""
+            buf += data
+            if b"\x1b[6n" in data:
+                os.write(master, CURSOR_REPORT)  # the shell asks where the cursor is
+            if not sent and re.search(rb"[#$] (\x1b\[6n)?$", buf) and (not data or
+                                                                  b"\x1b[6n" in data):
+                os.write(master, b"echo con$((20+22))sole\r")  # at a quiet prompt
+                sent = True
         os.write(master, b"\x1d")
         assert proc.wait(timeout=30) == 0
     finally:
