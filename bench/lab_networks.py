@@ -78,12 +78,27 @@ def pair_lab(folder: Path, mode: str, bundle: Path) -> Path:
     return path
 
 
+def _ready(path: Path, node: str, attempts: int = 5) -> None:
+    """Wait until the node's init answers a first command (its main process prints nothing
+    to wait for on the console)."""
+    for attempt in range(attempts):
+        try:
+            sh(path, node, "true")
+            return
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
+
+
 def measure_pair(work: Path, bundle: Path, mode: str, runs: int, seconds: int
                  ) -> tuple[float, float]:
     """(Mbit/s, mean RTT ms), medians over ``runs``."""
     path = pair_lab(work / mode, mode, bundle)
     cli("lab", "up", path)
     try:
+        for node in ("a", "b"):
+            _ready(path, node)
         sh(path, "a", "ping -c 2 -W 5 10.0.0.2 >/dev/null")
         sh(path, "b", "iperf3 -s -D")
         rates, rtts = [], []
