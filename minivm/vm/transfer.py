@@ -3,8 +3,14 @@
 Files go as they are (``put``/``get``: binary-safe, the mode kept); folders go as a tar stream
 that the toolbox's ``tar`` (``/.minivm/bin/tar``, in every image) packs or unpacks in the guest.
 The semantics are ``docker cp``'s: a destination that is an existing folder receives the source
-under its own name, else the destination is the new name. On the host, nothing appears before
-it is whole: a temporary name beside the destination, renamed at the end (also on Ctrl-C).
+under its own name (merged with what is there), ``SRC/.`` copies a folder's contents, a folder
+and a non-folder never replace each other; else the destination is the new name.
+
+Copying out, the guest is not trusted (root there can replace ``tar``): a file may not differ
+from the size it announced, a folder's stream may not outgrow the bound its listing gives, both
+must fit the destination's free space, and the stream is unpacked by :mod:`minivm.vm.untar`
+into a staging folder beside the destination, then moved in. Nothing appears before it is
+whole and a failed or interrupted copy (Ctrl-C included) leaves nothing behind.
 """
 
 from __future__ import annotations
