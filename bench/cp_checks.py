@@ -1,7 +1,7 @@
 """What `lab cp` out's checks cost: the checked copy against the unchecked one it replaced,
 side by side on the same node and the same guest files.
 
-    .venv/bin/python -m bench.cp_checks [--runs 5] [--mb 40] [--files 2000]
+    .venv/bin/python -m bench.cp_checks [--flavour cloud] [--runs 5] [--mb 40] [--files 2000]
 
 The MiniVM is alpine-minivm's look-alike in a one-node lab (TCG). Three copies out, each run
 alternately with both implementations (library calls, one channel session per copy):
@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir, write_lab
 from minivm import lab
 from minivm.vm import control, transfer
@@ -83,12 +84,13 @@ def timed(sock: Path, copy: Callable[[control.Channel, str, Path], None], guest:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    kits.add_flavour(ap)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=40)
     ap.add_argument("--files", type=int, default=2000)
     args = ap.parse_args()
     work = workdir()
-    bundle = lookalike_bundle(work)
+    bundle = lookalike_bundle(work, args.flavour)
     path = write_lab(work, bundle, {"r1": ""}, [])
     check([MINIVM, "lab", "up", str(path), "--wait", READY, "--quiet"])
     try:
