@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -27,9 +26,10 @@ from minivm.errors import MinivmError
 from minivm.gns3 import appliance, docker_node, metadata, reader, render
 from minivm.gns3.machine import machine_from_appliance
 from minivm.image import build
+from minivm.kinds import ConsoleKind
 from minivm.kit import kernel
 from minivm.ui import QUIET
-from minivm.vm import qemu
+from minivm.vm import qemu, vmctl
 from tests import gns3_env
 from tests.imagefactory import alpine_lookalike
 from tests.vm import VM
@@ -361,25 +361,6 @@ def test_shipped_bundles_validate(shipped_bundles: dict, docker_api) -> None:
             docker_api.remove_image(node.appliance["docker"]["image"])
 
 
-def hmp(sock: Path, command: str, timeout: float = 10) -> str:
-    """One command on QEMU's human monitor (what GNS3 speaks); waits for the next prompt, so
-    the command was read whole before the connection closes."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock))
-        seen = b""
-        while not seen.endswith(b"(qemu) "):  # banner and first prompt
-            seen += s.recv(4096) or b"(qemu) "
-        s.sendall(command.encode() + b"\n")
-        answer = b""
-        while b"\n(qemu) " not in answer:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        return answer.decode(errors="replace")
-
-
 @pytest.mark.engine
 @pytest.mark.boot
 @pytest.mark.parametrize("name", ["alpine-minivm", "debian-minivm"])
@@ -392,19 +373,17 @@ def test_boot_the_bundle_as_gns3_does(shipped_bundles: dict, name: str, tmp_path
     backing = subprocess.run(["qemu-img", "info", "--output=json", str(disks[0])],
                              capture_output=True, text=True, check=True)
     assert json.loads(backing.stdout)["backing-filename"].endswith(app.disks[0][0].name)
-    monitor = tmp_path / "monitor.sock"
+    qmp = tmp_path / "qmp.sock"
     machine = machine_from_appliance(app, name="n1", node_id=uuid.uuid4(), disks=disks,
-                                          console=qemu.Console("stdio"), monitor=monitor)
+                                     console=qemu.Console(ConsoleKind.STDIO), qmp=qmp)
     argv = qemu.command_line(machine)
     assert argv[argv.index("-append") + 1] == bundle.appliance["qemu"]["kernel_command_line"]
     assert "pci-bridge1" in " ".join(argv) and f"{machine.ram}M" in argv
     with VM(argv, log=tmp_path / "console.log") as vm:
         vm.expect(r"Welcome to .*a MiniVM", timeout=180)
         vm.expect(r"[#$] ", timeout=30)
-        started = vm.seconds
-        hmp(monitor, "system_powerdown")
-        assert vm.wait_exit(timeout=60) == 0
-        assert vm.seconds - started < 30
+        vmctl.powerdown(qmp)  # GNS3's stop: the ACPI power button
+        assert vm.wait_exit(timeout=60) == 0  # the guest powered off; QEMU was not killed
     appliance.check_bundle(bundle.path)  # the appliance's own files were never written
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from minivm.errors import MinivmError
 from minivm.gns3 import appliance, reader, server
 from minivm.image import build
 from minivm.lab import control, gns3, spec
@@ -388,7 +389,7 @@ def failing_link_lab(bundle: Path, folder: Path, name: str) -> spec.Lab:
 def test_failing_link_deletes_the_project_it_made(bundle: Path, cluster: Cluster,
                                                   tmp_path: Path) -> None:
     lab = failing_link_lab(bundle, tmp_path, "failinglink")
-    with pytest.raises(Exception, match="creating link f1:eth0 -- f2:eth3") as caught:
+    with pytest.raises(MinivmError, match="creating link f1:eth0 -- f2:eth3") as caught:
         gns3.up(lab, client(cluster), start=False)
     assert "\n" not in str(caught.value)
     assert_clean(cluster)
@@ -400,7 +401,7 @@ def test_failing_link_leaves_an_existing_project_as_it_was(bundle: Path, cluster
     pid = made["project_id"]
     try:
         lab = failing_link_lab(bundle, tmp_path, "keptproject")
-        with pytest.raises(Exception, match="creating link"):
+        with pytest.raises(MinivmError, match="creating link"):
             gns3.up(lab, client(cluster), start=False)
         assert [p["project_id"] for p in projects(cluster.controller)] == [pid]
         assert gs.api(cluster.controller, "GET", f"/projects/{pid}/nodes").json() == []

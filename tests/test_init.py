@@ -104,7 +104,7 @@ def test_kernel_arguments_override(kit, entrypoint_disk):
               "add_host=db:10.1.2.3 -- first \"second word\"")
     with boot(kit, entrypoint_disk, snapshot=True, append=append) as vm:
         vm.expect("SHOW done", timeout=90)
-        vm.wait_exit(timeout=30)
+        assert vm.wait_exit(timeout=30) == 0
     seen = shown(vm.output)
     assert seen["arg"] == ["<ep-arg>", "<first>", "<second word>"]  # `--` replaces CMD
     env = dict(e.split("=", 1) for e in seen["env"])
@@ -126,7 +126,7 @@ def test_hostname_from_the_images_etc_hostname(kit, out):
         """, "hostname": "from-etc-hostname\n"})
     with boot(kit, build_disk(ctx, out).qcow2, snapshot=True, append="minivm.console=off") as vm:
         match = vm.expect(r"HOST=(\S+)\n", timeout=90)
-        vm.wait_exit(timeout=30)
+        assert vm.wait_exit(timeout=30) == 0
     assert match[1] == "from-etc-hostname"
 
 
@@ -145,7 +145,7 @@ def test_hostname_from_the_ip_argument(kit, out):
                              ("ip=10.0.0.1/24::::r1:eth0 hostname=r9", "r9")):
         with boot(kit, disk, snapshot=True, append=f"minivm.console=off {append}") as vm:
             match = vm.expect(r"HOST=(\S+)\n", timeout=90)
-            vm.wait_exit(timeout=30)
+            assert vm.wait_exit(timeout=30) == 0
         assert match[1] == expected, append
 
 
@@ -306,7 +306,7 @@ def test_file_survives_reboot(kit, sleeper_disks, tmp_path):
         vm.expect(both("READY", "# "), timeout=90)
         vm.sendline("cat /root/marker; poweroff")
         vm.expect("\nkept-across-boots", timeout=30)
-        vm.wait_exit(timeout=30)
+        assert vm.wait_exit(timeout=30) == 0
     assert fsck(disk).returncode == 0
 
 
@@ -328,7 +328,7 @@ def test_orphans_are_reaped(kit, out):
         """})
     with boot(kit, build_disk(ctx, out).qcow2, snapshot=True, append="minivm.console=off") as vm:
         match = vm.expect(r"ZOMBIES (\d+)\n", timeout=90)
-        vm.wait_exit(timeout=30)
+        assert vm.wait_exit(timeout=30) == 0
     assert match[1] == "0"
 
 
@@ -389,8 +389,8 @@ def test_two_vms_static_and_dhcp(kit, out, tmp_path):
                 dhcp.expect(r"CLIENT addr=10\.0\.1\.1(0\d|10) dns=nameserver 10\.0\.1\.1",
                             timeout=120)
                 dhcp.expect(r"PING (OK|FAILED)", timeout=60)
-                static.wait_exit(timeout=30)
-                dhcp.wait_exit(timeout=30)
+                assert static.wait_exit(timeout=30) == 0
+                assert dhcp.wait_exit(timeout=30) == 0
     assert "PING OK" in static.output, static.output[-2000:]
     assert "PING OK" in dhcp.output, dhcp.output[-2000:]
 
@@ -453,7 +453,7 @@ def test_e1000_and_sata_nodes_ping(kit, out, tmp_path):
         with server, client:
             server.expect(r"HW root=", timeout=120)
             client.expect(r"PING (OK|FAILED)", timeout=180)
-            client.wait_exit(timeout=30)
+            assert client.wait_exit(timeout=30) == 0
     assert "PING OK" in client.output, client.output[-2000:]
     for vm in (server, client):
         hw = re.search(r"HW root=(\S+) disk=(\S+) nic=(\S+)", vm.output)

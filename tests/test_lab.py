@@ -147,12 +147,10 @@ def test_two_nodes_ping_transfer_crash_recover_and_down(bundle: Path, tmp_path: 
             # the restarted node is on the same link ports: r2 still reaches it
             assert "0 packets received" not in check(r1, "ping -c 2 -W 5 10.0.0.2")
     finally:
-        start = time.monotonic()
         down = cli("lab", "down", path, "--json")
-        took = time.monotonic() - start
     assert down.returncode == 0, down.stderr
+    # both powered off by the ACPI button, neither quit nor killed
     assert json.loads(down.stdout)["stopped"] == {"r1": "acpi", "r2": "acpi"}
-    assert took < 10 + 5
     for node in ("r1", "r2"):
         fsck_overlay(lab.node_dir(tmp_path / "lab.state", node) / "hda_disk.qcow2", tmp_path)
     assert "r1           stopped" in cli("lab", "status", path).stdout

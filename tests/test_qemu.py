@@ -246,13 +246,13 @@ def test_accel_choice() -> None:
 
 
 @pytest.mark.boot
-def test_auto_probes_kvm_within_seconds() -> None:
-    """Here /dev/kvm answers but a guest hangs: auto must notice quickly and use TCG."""
-    import time
+def test_auto_probes_kvm_and_says_why() -> None:
+    """Here /dev/kvm answers but a guest hangs: the probe (bounded by its own timeout) says
+    so, and auto uses TCG."""
     accel.kvm_works.cache_clear()
-    start = time.monotonic()
     works, why = accel.kvm_works()
-    assert time.monotonic() - start < accel.PROBE_TIMEOUT + 2
+    assert why == "a KVM guest ran" if works else why.startswith(
+        ("/dev/kvm is missing", "a KVM guest did not run within", "KVM failed: ")), why
     chosen = accel.choose("auto")
     assert chosen == ("kvm" if works else "tcg"), why
 
