@@ -49,6 +49,14 @@ def image_tags(docker_api) -> Iterator[list[str]]:
         engine.remove_image(docker_api, tag)
 
 
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small project of real files (see tests/fakeproject.py); the environment points at it."""
+    from tests.fakeproject import make_project
+
+    return make_project(tmp_path, monkeypatch)
+
+
 def unique_tag(prefix: str = "minivm-test/t") -> str:
     return f"{prefix}:{uuid.uuid4().hex[:10]}"
 
@@ -91,4 +99,12 @@ def flavour_kits(kernel_kit):
 def any_kit(request, flavour_kits):
     """The kit of each flavour in turn (tests that must pass on every kernel)."""
     return flavour_kits(request.param)
+@pytest.fixture(scope="session")
+def bundle(kernel_kit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alpine-minivm's look-alike as a .gns3a bundle booting the kit (built once per session)."""
+    from tests.labs import lookalike_bundle
+
+    return lookalike_bundle(tmp_path_factory.mktemp("lookalike"), kernel_kit)
+
+
 # --- end kernel kit ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import requests
 
 from tests import gns3_env
+from tests.ports import free_port
 
 USER = "admin"
 PASSWORD = "minivm-test-password"
@@ -53,12 +53,6 @@ class Server:
     @property
     def log(self) -> Path:
         return self.folder / "server.log"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _config(folder: Path, host: str, port: int, ranges: tuple[int, int, int, int]) -> Path:

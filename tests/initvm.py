@@ -4,7 +4,6 @@ with the kernel kit, power it down through QMP, check its filesystem."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -17,6 +16,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from tests.ports import free_udp_ports
 from tests.vm import VM, Disk, qemu_argv
 
 BASE_APPEND = "console=ttyS0 root=LABEL=minivm-root rw quiet no_timer_check"
@@ -86,19 +86,6 @@ def fsck(qcow2: Path) -> subprocess.CompletedProcess[str]:
         raw = Path(tmp) / "root.raw"
         subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
         return subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
-
-
-def free_udp_ports(count: int) -> list[int]:
-    """Distinct free UDP ports on 127.0.0.1."""
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 @contextmanager

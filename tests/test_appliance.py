@@ -12,11 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -31,79 +29,18 @@ from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import qemu, vmctl
 from tests import gns3_env
+from tests.cli import cli
+from tests.fakeproject import KVER, make_build, make_kit
 from tests.imagefactory import alpine_lookalike
 from tests.vm import VM
 
 REPO = Path(__file__).resolve().parent.parent
-KVER = "6.1.0-99-test-amd64"
 HOSTILE = {
     "name": 'My "router" \\ ünï€ode\nsecond line',
     "description": 'quotes " and \\backslash\\, </script> & tabs\t, emoji 🐧, "{{ x }}" {% y %}',
     "usage": 'Line one\nLine "two" with \\n literally and \u2028 separator',
     "kernel_args": 'foo="a b" bar=\\x ünï hostname=r1',
 }
-
-
-# --- a small project with real files ----------------------------------------------------------
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """MINIVM_HOME with the repository's appliances/ (copied: tests may edit it), empty images/,
-    a build dir, and a kernel kit made of small real files."""
-    home = tmp_path / "home"
-    shutil.copytree(REPO / "appliances", home / "appliances")
-    (home / "images").mkdir()
-    monkeypatch.setenv("MINIVM_HOME", str(home))
-    monkeypatch.setenv("MINIVM_BUILD_DIR", str(home / "build"))
-    monkeypatch.setenv("MINIVM_CACHE_DIR", str(home / "cache"))
-    make_kit(home / "cache" / "kernel", "aaaaaaaaaaaa")
-    return home
-
-
-def make_kit(root: Path, tag: str) -> Path:
-    folder = root / f"{KVER}-{tag}"
-    folder.mkdir(parents=True)
-    files = {"kernel": f"vmlinuz-{KVER}", "initrd": f"initrd-{KVER}-{tag}.img",
-             "modules": f"modules-{KVER}-{tag}.qcow2"}
-    manifest: dict = {"kernel_version": KVER, "key": tag, "packages": [], "files": {}}
-    for role, name in files.items():
-        (folder / name).write_bytes(f"{role} {tag}\n".encode() * 1000)
-        data = (folder / name).read_bytes()
-        manifest["files"][role] = {"name": name, "size": len(data),
-                                   "md5": hashlib.md5(data).hexdigest()}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    link = root / "current-amd64"
-    link.unlink(missing_ok=True)
-    link.symlink_to(folder.name)
-    return folder
-
-
-def make_build(home: Path, name: str, *, labels: dict[str, str] | None = None,
-               source: str | None = None, image_id: str = "sha256:" + "ab12" * 16) -> Path:
-    """What `minivm build NAME` leaves: build.json and a real (empty) QCOW2 root."""
-    folder = home / "build" / name
-    folder.mkdir(parents=True)
-    root = folder / f"{name}-{image_id.split(':')[1][:12]}.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
-    record = {"key": f"key-of-{name}", "backend": "mke2fs",
-              "name": name, "source": source or name, "image_id": image_id,
-              "config": {"image_id": image_id, "entrypoint": ["/etc/init.sh"], "cmd": [],
-                         "env": [], "workdir": "", "user": "", "exposed_ports": [],
-                         "labels": labels or {}, "created": 1},
-              "outputs": {"root": {"path": str(root), "size": root.stat().st_size, "md5": ""}}}
-    (folder / "build.json").write_text(json.dumps(record))
-    return folder
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real command line, with this test's environment."""
-    program = Path(sys.executable).parent / "minivm"
-    return subprocess.run([str(program), *args], capture_output=True, text=True,
-                          env=os.environ.copy(), check=False)
-
-
-def gns3_errors(paths: list[Path]) -> dict[str, dict[str, str | None]]:
-    return gns3_env.validate(paths)
 
 
 # --- rendering and GNS3's validators ----------------------------------------------------------
@@ -133,7 +70,7 @@ def test_bundle_is_whole_versioned_and_valid_for_gns3(project: Path) -> None:
     assert kit is not None
     assert (folder / kit.kernel.name).stat().st_ino == kit.kernel.stat().st_ino  # hard link
     assert set(data["versions"][0]["images"].values()) == names
-    assert gns3_errors([bundle.path]) == {str(bundle.path): {"server": None, "gui": None,
+    assert gns3_env.validate([bundle.path]) == {str(bundle.path): {"server": None, "gui": None,
                                                              "strict": None}}
     appliance.check_bundle(bundle.path)
 
@@ -149,7 +86,7 @@ def test_hostile_values_are_escaped_exactly(project: Path) -> None:
     assert data["vendor_name"] == 'Ven"dor\\ ü'
     assert data["qemu"]["kernel_command_line"].endswith(" " + HOSTILE["kernel_args"])
     assert data["appliance_id"] == render.appliance_id("evil")
-    assert gns3_errors([bundle.path])[str(bundle.path)] == {"server": None, "gui": None,
+    assert gns3_env.validate([bundle.path])[str(bundle.path)] == {"server": None, "gui": None,
                                                             "strict": None}
     appliance.check_bundle(bundle.path)
 
@@ -239,7 +176,7 @@ def test_gns3_validators_reject_what_check_rejects(project: Path) -> None:
     extra.write_text(json.dumps({**data, "foo": 1}))
     enum = bundle.path.with_name("enum.gns3a")
     enum.write_text(json.dumps({**data, "qemu": {**data["qemu"], "console_type": "serial"}}))
-    result = gns3_errors([extra, enum])
+    result = gns3_env.validate([extra, enum])
     assert result[str(extra)]["strict"] and "foo" in result[str(extra)]["strict"]
     assert all(result[str(enum)].values())  # server, GUI and strict all refuse it
 
@@ -346,7 +283,7 @@ def test_shipped_bundles_validate(shipped_bundles: dict, docker_api) -> None:
     try:
         paths = [b.path for b in shipped_bundles.values()] + [n.path for n in nodes.values()]
         assert len(paths) == 4
-        for path, checks in gns3_errors(paths).items():
+        for path, checks in gns3_env.validate(paths).items():
             assert checks == {"server": None, "gui": None, "strict": None}, path
         for name, bundle in shipped_bundles.items():
             appliance.check_bundle(bundle.path)

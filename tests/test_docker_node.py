@@ -22,9 +22,10 @@ from minivm.gns3 import appliance, docker_node
 from minivm.image import engine
 from minivm.paths import images_dir
 from minivm.ui import QUIET
-from tests import imagefactory
+from tests import gns3_env, imagefactory
+from tests.cli import cli
+from tests.fakeproject import make_build
 from tests.gns3node import DhcpServer, gns3_resources, network_volume, ping, start_node
-from tests.test_appliance import cli, gns3_errors, make_build, project  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.engine]
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def untag(docker_api):
 
 # --- the appliance -------------------------------------------------------------------------------
 
-def test_docker_appliance_beside_the_qemu_one(project, busybox_id, docker_api, untag):  # noqa: F811
+def test_docker_appliance_beside_the_qemu_one(project, busybox_id, docker_api, untag):
     folder = make_build(project, "r1", image_id=busybox_id)
     qemu = appliance.write_bundle("r1", reporter=QUIET)
     node = docker_node.write_appliance("r1", reporter=QUIET, archive=True)
@@ -68,13 +69,13 @@ def test_docker_appliance_beside_the_qemu_one(project, busybox_id, docker_api, u
     assert docker_node.archive_tags(archive) == {ref}  # `docker load` restores the reference
     with tarfile.open(archive) as tar:
         assert "manifest.json" in tar.getnames()
-    assert gns3_errors([qemu.path, node.path]) == {str(qemu.path): OK, str(node.path): OK}
+    assert gns3_env.validate([qemu.path, node.path]) == {str(qemu.path): OK, str(node.path): OK}
     checked = cli("appliance", "--check", str(node.path))
     assert checked.returncode == 0 and "Docker node" in checked.stdout, checked.stderr
     assert appliance.check_bundle(node.path).appliance == data
 
 
-def test_rewrite_keeps_the_archive_and_json(project, busybox_id, untag):  # noqa: F811
+def test_rewrite_keeps_the_archive_and_json(project, busybox_id, untag):
     folder = make_build(project, "r1", image_id=busybox_id)
     untag.append(f"minivm/r1:{busybox_id.split(':')[1][:12]}")
     first = cli("appliance", "r1", "--docker-archive", "--json")
@@ -88,7 +89,7 @@ def test_rewrite_keeps_the_archive_and_json(project, busybox_id, untag):  # noqa
     assert not list(folder.glob(".*tmp*"))  # nothing half-written left
 
 
-def test_image_not_in_engine_gives_no_docker_appliance_but_the_qemu_one(project, capsys):  # noqa: F811
+def test_image_not_in_engine_gives_no_docker_appliance_but_the_qemu_one(project, capsys):
     """A build from an archive on a host whose engine lacks the image (here: an id no engine
     has): the QEMU bundle is written, the Docker appliance is not, with a note saying why."""
     from minivm.ui import Reporter
@@ -111,7 +112,7 @@ def test_image_not_in_engine_gives_no_docker_appliance_but_the_qemu_one(project,
     (lambda d: d["docker"].update(image="minivm/nosuch:000000000000"), "in no archive"),
     (lambda d: d.update(images=[]), "'images'"),
 ])
-def test_check_applies_gns3_rules_to_docker_appliances(project, busybox_id, untag,  # noqa: F811
+def test_check_applies_gns3_rules_to_docker_appliances(project, busybox_id, untag,
                                                        edit, words):
     make_build(project, "r1", image_id=busybox_id)
     untag.append(f"minivm/r1:{busybox_id.split(':')[1][:12]}")
@@ -126,14 +127,14 @@ def test_check_applies_gns3_rules_to_docker_appliances(project, busybox_id, unta
     assert "Traceback" not in result.stderr
 
 
-def test_gns3_validators_reject_an_unknown_docker_key(project, busybox_id, untag):  # noqa: F811
+def test_gns3_validators_reject_an_unknown_docker_key(project, busybox_id, untag):
     make_build(project, "r1", image_id=busybox_id)
     untag.append(f"minivm/r1:{busybox_id.split(':')[1][:12]}")
     node = docker_node.write_appliance("r1", reporter=QUIET)
     data = json.loads(node.path.read_text())
     bad = node.path.with_name("bad.gns3a")
     bad.write_text(json.dumps({**data, "docker": {**data["docker"], "ram": 256}}))
-    assert "ram" in gns3_errors([bad])[str(bad)]["strict"]
+    assert "ram" in gns3_env.validate([bad])[str(bad)]["strict"]
 
 
 def test_shipped_images_carry_one_container_script():
@@ -283,7 +284,7 @@ def test_plain_docker_run_stops_at_once(docker_api, node_images):
         docker_api.remove_container(created["Id"], force=True)
 
 
-def test_build_writes_both_appliances_and_the_archive(project, docker_api, untag,  # noqa: F811
+def test_build_writes_both_appliances_and_the_archive(project, docker_api, untag,
                                                       tmp_path):
     """`minivm build CONTEXT --docker-archive --json`, end to end, on the look-alike."""
     (project / "init").symlink_to(REPO / "init")  # what the build injects
@@ -304,7 +305,7 @@ def test_build_writes_both_appliances_and_the_archive(project, docker_api, untag
     assert cli("appliance", "--check", node["gns3a"]).returncode == 0
 
 
-def test_no_engine_at_all_writes_the_qemu_bundle_and_says_why(project, monkeypatch,  # noqa: F811
+def test_no_engine_at_all_writes_the_qemu_bundle_and_says_why(project, monkeypatch,
                                                               tmp_path):
     """No engine answers (a build from an archive on a host without Docker)."""
     make_build(project, "r1")

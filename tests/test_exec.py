@@ -15,7 +15,6 @@ import select
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,15 +30,9 @@ from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import control, qemu, transfer
-from tests.test_lab import READY, bundle, cli, write_lab  # noqa: F401 - bundle is a fixture
-
-MINIVM = [str(Path(sys.executable).with_name("minivm"))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.cli import MINIVM, cli
+from tests.labs import READY, write_lab
+from tests.ports import free_port
 
 
 def md5(path: Path) -> str:
@@ -132,7 +125,7 @@ def test_the_publish_nic_comes_after_every_adapter_even_on_a_new_bridge() -> Non
 
 @pytest.mark.engine
 @pytest.mark.boot
-def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_exec_cp_and_published_port(bundle: Path, tmp_path: Path) -> None:
     port = free_port()
     path = write_lab(tmp_path, bundle, {"r1": ""}, [])
     spec = json.loads(path.read_text())
@@ -302,7 +295,7 @@ def test_exec_beside_the_main_process_of_a_scratch_image(tmp_path: Path) -> None
 
 @pytest.mark.engine
 def test_run_publishes_after_the_adapters_and_refuses_taken_or_bad_ports(
-        bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+        bundle: Path, tmp_path: Path) -> None:
     port = free_port()
     shown = cli("run", bundle, "--print-command", "-p", f"{port}:80", "-p", "5353:53/udp")
     assert shown.returncode == 0, shown.stderr
@@ -343,7 +336,7 @@ def test_run_publishes_after_the_adapters_and_refuses_taken_or_bad_ports(
 
 @pytest.mark.engine
 @pytest.mark.boot
-def test_run_serves_the_channel_and_a_published_port(bundle: Path,  # noqa: F811
+def test_run_serves_the_channel_and_a_published_port(bundle: Path,
                                                      tmp_path: Path) -> None:
     port = free_port()
     master, slave = pty.openpty()

@@ -25,13 +25,11 @@ from pathlib import Path
 import pytest
 
 from minivm.errors import MinivmError
-from minivm.gns3 import appliance, reader, server
-from minivm.image import build
+from minivm.gns3 import reader, server
 from minivm.lab import control, gns3, spec
-from minivm.ui import QUIET
 from minivm.vm import qemu
 from tests import gns3_server as gs
-from tests.imagefactory import alpine_lookalike
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
@@ -47,16 +45,6 @@ class Cluster:
     controller: gs.Server
     remote: gs.Server
     remote_id: str
-
-
-@pytest.fixture(scope="module")
-def bundle(kernel_kit, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """alpine-minivm's look-alike as a .gns3a bundle."""
-    out = tmp_path_factory.mktemp("gns3app")
-    context = alpine_lookalike(out / "ctx")
-    result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
-    return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
-                                  kit=kernel_kit).path
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +269,7 @@ def test_start_without_ubridge_fails_and_removes_the_project(bundle: Path, clust
 
 def test_unreachable_server(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, "nowhere", {"n1": {"appliance": str(bundle)}}, [])
-    port = gs.free_port("127.0.0.1")
+    port = free_port()
     done = cli("lab", "up", lab_file, "--server", f"http://127.0.0.1:{port}")
     one_error_line(done, "cannot reach the GNS3 server", str(port))
     one_error_line(cli("gns3", "push", bundle, "--server", f"127.0.0.1:{port}"),

@@ -17,7 +17,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,48 +24,14 @@ from pathlib import Path
 import pytest
 
 from minivm import lab
-from minivm.gns3 import appliance
-from minivm.image import build
-from minivm.kit import kernel
-from minivm.ui import QUIET
 from minivm.vm import console
 from minivm.vm.console import CURSOR_REPORT
-from tests.imagefactory import alpine_lookalike
+from tests.cli import MINIVM, cli
+from tests.labs import READY, write_lab
 
 REPO = Path(__file__).resolve().parent.parent
-MINIVM = [str(Path(sys.executable).with_name("minivm"))]
-READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
 
 pytestmark = [pytest.mark.engine, pytest.mark.boot]
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """alpine-minivm's look-alike as a .gns3a bundle (built once per session)."""
-    kit = kernel.current() or kernel.build(reporter=QUIET)
-    out = tmp_path_factory.mktemp("labapp")
-    context = alpine_lookalike(out / "ctx")
-    result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
-    return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
-                                  kit=kit).path
-
-
-def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MINIVM, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-
-
-def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str],
-              telnet: tuple[str, ...] = ()) -> Path:
-    """A lab file; the nodes in ``telnet`` get a telnet console (the others a Unix socket)."""
-    spec = {"accel": "tcg",
-            "nodes": {n: {"appliance": str(bundle), "append": a,
-                          **({"console": "telnet"} if n in telnet else {})}
-                      for n, a in nodes.items()},
-            "links": links}
-    path = folder / "lab.yaml"
-    path.write_text(json.dumps(spec))  # JSON is YAML
-    return path
 
 
 def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:

@@ -1,0 +1,37 @@
+"""Labs for the tests and benches: the appliance their nodes boot and a lab file writer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minivm.gns3 import appliance
+from minivm.image import build
+from minivm.kit import kernel
+from minivm.ui import QUIET
+from tests.imagefactory import alpine_lookalike
+
+READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
+
+
+def lookalike_bundle(out: Path, kit: kernel.Kit) -> Path:
+    """alpine-minivm's look-alike (busybox userland) built under ``out`` as a .gns3a bundle
+    booting ``kit``."""
+    context = alpine_lookalike(out / "ctx")
+    result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
+    return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
+                                  kit=kit).path
+
+
+def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str],
+              telnet: tuple[str, ...] = ()) -> Path:
+    """``folder/lab.yaml``: each node (name -> its kernel arguments) boots ``bundle`` under
+    TCG; the nodes in ``telnet`` get a telnet console (the others a Unix socket)."""
+    spec = {"accel": "tcg",
+            "nodes": {n: {"appliance": str(bundle), "append": a,
+                          **({"console": "telnet"} if n in telnet else {})}
+                      for n, a in nodes.items()},
+            "links": links}
+    path = folder / "lab.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
