@@ -11,25 +11,24 @@ import pytest
 
 from minivm.image import engine
 from minivm.ui import Reporter
+from tests import marks
+from tests.marks import fixture
 
 os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
 os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 
 REPO = Path(__file__).resolve().parent.parent
-# Fixtures that reach a real engine, QEMU or a built kit: a test using one is an integration test.
-INTEGRATION_FIXTURES = {"docker_api", "image_tags", "kernel_kit", "kit"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test ``unit`` or ``integration`` (``pytest -m unit`` runs in seconds)."""
+    """Mark every test ``unit`` or ``integration`` (``pytest -m unit`` runs in seconds): a
+    test is an integration test when it is marked engine, boot or gns3 itself or uses a fixture
+    made with ``tests.marks.fixture`` (see there)."""
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        heavy = {"engine", "boot", "gns3"} & {m.name for m in item.iter_markers()}
-        item.add_marker(pytest.mark.integration if heavy or fixtures & INTEGRATION_FIXTURES
-                        else pytest.mark.unit)
+        marks.mark(item)
 
 
-@pytest.fixture(scope="session")
+@fixture("engine", scope="session")
 def docker_api():
     """The engine's API client (the tests need a running engine: .ci/run starts one)."""
     return engine.connect()
@@ -62,7 +61,7 @@ def unique_tag(prefix: str = "minivm-test/t") -> str:
 
 
 # --- kernel kit (owned by the kernel-kit work) ------------------------------------------------
-@pytest.fixture(scope="session")
+@fixture("engine", scope="session")
 def kernel_kit():
     """The kernel kit, built once per session (reused from the cache when nothing changed)."""
     from minivm.kit import kernel

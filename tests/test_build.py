@@ -22,8 +22,6 @@ from tests.imagefactory import (
     save_image,
 )
 
-pytestmark = pytest.mark.engine
-
 # vfs_cap_data revision 2 with cap_net_raw (bit 13) permitted and effective.
 CAP_NET_RAW = "\x01\x00\x00\x02\x00\x20" + "\x00" * 14
 
@@ -110,6 +108,7 @@ def test_daemonless_archive_gives_the_same_files(rich_build, docker_api, quiet):
     assert _comparable(archive_files) == _comparable(files)
 
 
+@pytest.mark.engine
 def test_oci_layouts_read_like_classic_archives(tmp_path, quiet):
     layers = [
         [member("bin/", kind=tarfile.DIRTYPE, mode=0o755), member("bin/tool", b"v1", mode=0o755),
@@ -140,6 +139,7 @@ def test_oci_layouts_read_like_classic_archives(tmp_path, quiet):
     assert seen["classic"] == seen["oci-dir"] == seen["oci-tar"]
 
 
+@pytest.mark.engine
 def test_power_commands_are_linked_only_where_the_image_has_none(tmp_path, quiet):
     """A login shell's PATH has no toolbox: /usr/sbin gets links to its power commands, except
     for those the image has somewhere in a standard PATH folder."""
@@ -161,6 +161,7 @@ def test_power_commands_are_linked_only_where_the_image_has_none(tmp_path, quiet
     (member("/etc/passwd", b"x"), "absolute path"),
     (member("../../escape", b"x"), "climbs out"),
 ])
+@pytest.mark.engine
 def test_escaping_entries_are_refused(tmp_path, quiet, bad, message):
     archive = classic_archive(tmp_path / "bad.tar", [[bad]])
     with pytest.raises(MinivmError, match=message):
@@ -168,6 +169,7 @@ def test_escaping_entries_are_refused(tmp_path, quiet, bad, message):
     assert not list((tmp_path / "out").rglob("*.qcow2"))
 
 
+@pytest.mark.engine
 def test_writing_through_a_symlink_is_refused(tmp_path, quiet):
     archive = classic_archive(tmp_path / "bad.tar", [[
         member("lib", kind=tarfile.SYMTYPE, linkname="/"),
@@ -188,6 +190,7 @@ def test_guestfs_backend_writes_the_same_files(rich_build, quiet):
     assert _comparable(guest_files) == _comparable(files)
 
 
+@pytest.mark.engine
 def test_size_option_is_honoured(tmp_path, quiet):
     archive = classic_archive(tmp_path / "a.tar", [[member("f", b"x" * 1000)]])
     result = builder.build(str(archive), reporter=quiet, output_dir=tmp_path / "out", size=96 << 20)

@@ -19,7 +19,6 @@ from tests.imagefactory import CONFIG, classic_archive, member
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.engine
 
 MINIVM = [sys.executable, "-m", "minivm"]
 
@@ -77,6 +76,7 @@ def test_engine_unreachable_says_how_to_start_one(tmp_path):
     assert_one_line_error(proc, "cannot reach the Docker engine", "dockerd")
 
 
+@pytest.mark.engine
 def test_unusable_libguestfs_says_what_is_missing(tmp_path):
     archive = classic_archive(tmp_path / "a.tar", [[member("f", b"x")]])
     proc = minivm("build", str(archive), "--backend", "guestfs", "-q", out=tmp_path / "out",
@@ -164,6 +164,7 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, docker_api):
     assert not list(Path("/dev/shm").glob("minivm-tree-*"))
 
 
+@pytest.mark.engine
 def test_rootless_build_under_fakeroot(tmp_path, quiet):
     """A user who is not root (here: nobody, not in the docker group) builds an archive with
     mke2fs under fakeroot; owners, modes and device nodes survive."""

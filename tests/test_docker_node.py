@@ -26,8 +26,8 @@ from tests import gns3_env, imagefactory
 from tests.cli import cli
 from tests.fakeproject import make_build
 from tests.gns3node import DhcpServer, gns3_resources, network_volume, ping, start_node
+from tests.marks import fixture
 
-pytestmark = [pytest.mark.engine]
 REPO = Path(__file__).resolve().parent.parent
 OK = {"server": None, "gui": None, "strict": None}
 
@@ -89,6 +89,7 @@ def test_rewrite_keeps_the_archive_and_json(project, busybox_id, untag):
     assert not list(folder.glob(".*tmp*"))  # nothing half-written left
 
 
+@pytest.mark.engine
 def test_image_not_in_engine_gives_no_docker_appliance_but_the_qemu_one(project, capsys):
     """A build from an archive on a host whose engine lacks the image (here: an id no engine
     has): the QEMU bundle is written, the Docker appliance is not, with a note saying why."""
@@ -158,7 +159,7 @@ def node_images(docker_api, tmp_path_factory) -> dict[str, str]:
         engine.remove_image(docker_api, f"minivm-test/node-{name}:test")
 
 
-@pytest.fixture(scope="module")
+@fixture(scope="module")
 def resources(tmp_path_factory) -> Path:
     return gns3_resources(tmp_path_factory.mktemp("gns3") / "resources")
 

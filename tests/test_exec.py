@@ -15,6 +15,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import urllib.request

@@ -29,6 +29,7 @@ from minivm.gns3 import reader, server
 from minivm.lab import control, gns3, spec
 from minivm.vm import qemu
 from tests import gns3_server as gs
+from tests.marks import fixture
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,6 @@ READY = r"Welcome to .*a MiniVM"
 CONTROLLER = "127.0.0.2"
 REMOTE = "127.0.0.3"
 
-pytestmark = [pytest.mark.engine, pytest.mark.gns3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Cluster:
     remote_id: str
 
 
-@pytest.fixture(scope="module")
+@fixture("engine", "gns3", scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The controller and a remote compute, each with its own console and UDP port ranges."""
     folder = tmp_path_factory.mktemp("gns3")
@@ -285,7 +285,7 @@ def test_wrong_password(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
     assert_clean(cluster)
 
 
-@pytest.fixture
+@fixture("gns3")
 def old_gns3() -> Iterator[str]:
     """A stand-in for GNS3 2.2 (no /v3 API): a real run cannot reach this path here, as
     GNS3 2.2 is not installable next to 3.0; 2.2 answers 404 below /v3."""

@@ -14,7 +14,6 @@ from minivm.paths import images_dir
 from tests import imagefactory
 from tests.initvm import boot, build_disk, fsck, powerdown, writable_copy
 
-pytestmark = [pytest.mark.engine]
 KEYS = {"name", "description", "category", "symbol", "usage", "adapters", "ram", "kernel_args",
         "disk_interface"}
 

@@ -24,9 +24,8 @@ from tests.initvm import (
     writable_copy,
     write_context,
 )
+from tests.marks import fixture
 from tests.vm import scsi_disk_at, size_at_target
-
-pytestmark = [pytest.mark.engine]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ SHOW = """\
 """
 
 
-@pytest.fixture(scope="module")
+@fixture("engine", scope="module")
 def entrypoint_disk(out) -> Path:
     ctx = write_context(out / "ctx" / "entryimg", {
         "Dockerfile": """\
@@ -171,7 +170,7 @@ def test_scratch_image_with_one_static_binary(kit, out):
     assert fsck(disk).returncode == 0
 
 
-@pytest.fixture(scope="module")
+@fixture("engine", scope="module")
 def sleeper_disks(out) -> dict[str, Path]:
     """A Debian image whose main process waits, with and without an ACPI hook."""
     disks = {}
@@ -395,12 +394,14 @@ def test_two_vms_static_and_dhcp(kit, out, tmp_path):
     assert "PING OK" in dhcp.output, dhcp.output[-2000:]
 
 
+@pytest.mark.engine
 def test_init_refuses_unless_pid_1():
     tree = inject.prepare(reporter=QUIET).root
     proc = subprocess.run([tree / ".minivm" / "init"], capture_output=True, text=True)
     assert proc.returncode == 1 and "PID 1" in proc.stderr
 
 
+@pytest.mark.engine
 def test_injection_is_small_and_cached(monkeypatch):
     first = inject.prepare(reporter=QUIET)
     assert (first.root / ".minivm" / "init").is_file()

@@ -18,9 +18,8 @@ from minivm.fsutil import md5_file
 from minivm.kit import initramfs, kernel
 from minivm.paths import kernel_dir
 from minivm.ui import QUIET
+from tests.marks import fixture
 from tests.vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
-
-pytestmark = [pytest.mark.engine]
 
 BOOT_TIMEOUT = 120  # TCG on a shared 2-core machine: a boot takes 2-5 s alone, more under load
 
@@ -257,6 +256,7 @@ def test_engine_unreachable(monkeypatch, tmp_path: Path):
     assert not (tmp_path / "kits").exists()
 
 
+@pytest.mark.engine
 def test_unknown_package_is_named(tmp_path: Path):
     source = tmp_path / "kernel"
     shutil.copytree(kernel_dir(), source)
@@ -476,6 +476,7 @@ def test_lib_layouts(any_kit, disks, lib, mode, mounted):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.engine
 def test_disk_full_is_one_line_and_leaves_nothing(tmp_path: Path):
     small = tmp_path / "small"
     small.mkdir()
@@ -522,7 +523,7 @@ ROUTER_OK = ["MODPROBE wireguard ok", "MODPROBE vxlan ok", "MODPROBE bonding ok"
              "LINK vx0 ok", "NFT ok", "IPTABLES-LEGACY ok", "IPTABLES-NFT ok", "RMMOD ok"]
 
 
-@pytest.fixture(scope="module")
+@fixture("engine", scope="module")
 def router_disk(disks: Path) -> Path:
     from tests.initvm import build_disk, write_context
 

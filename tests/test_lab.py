@@ -31,7 +31,6 @@ from tests.labs import READY, write_lab
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.engine, pytest.mark.boot]
 
 
 def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:
@@ -72,6 +71,7 @@ def fsck_overlay(overlay: Path, tmp: Path) -> str:
         raw.unlink()
 
 
+@pytest.mark.boot
 def test_two_nodes_ping_transfer_crash_recover_and_down(bundle: Path, tmp_path: Path) -> None:
     path = write_lab(tmp_path, bundle, {"r1": ip("10.0.0.1/24"), "r2": ip("10.0.0.2/24")},
                      ["r1:eth0 -- r2:eth0"])
@@ -124,6 +124,7 @@ def test_two_nodes_ping_transfer_crash_recover_and_down(bundle: Path, tmp_path: 
     assert log.count("minivm lab up") == 2  # boot logs kept across restarts
 
 
+@pytest.mark.boot
 def test_three_in_a_line_r2_routes(bundle: Path, tmp_path: Path) -> None:
     nodes = {"r1": ip("10.0.1.1/24", gateway="10.0.1.2"),
              "r2": ip("10.0.1.2/24") + " " + ip("10.0.2.2/24", "eth1"),
@@ -241,6 +242,7 @@ class FakeHost:
         self.sock.close()
 
 
+@pytest.mark.boot
 def test_external_udp_link_reaches_a_host_outside_the_lab(bundle: Path, tmp_path: Path) -> None:
     """A link to `udp:HOST:RPORT:LPORT`: the node's frames reach whatever listens on RPORT,
     and what is sent to LPORT reaches the node (here a host emulated in the test: ping)."""
@@ -264,6 +266,7 @@ def test_external_udp_link_reaches_a_host_outside_the_lab(bundle: Path, tmp_path
     assert down.returncode == 0, down.stderr
 
 
+@pytest.mark.boot
 def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
     """r2's QEMU refuses its options: r1, already started, is stopped again; nothing stays."""
     bad = variant(bundle, tmp_path / "bad", options="-device no-such-device")
@@ -285,6 +288,7 @@ def test_partial_failure_rolls_back(bundle: Path, tmp_path: Path) -> None:
     assert not pids.strip(), "a QEMU of the failed lab still runs"
 
 
+@pytest.mark.boot
 def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) -> None:
     """A KVM that passed the probe once (the verdict says yes) but runs no Linux now: the node
     prints nothing, is started again under TCG with one warning line, and boots; the verdict
@@ -322,6 +326,7 @@ def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) ->
     assert down.returncode == 0, down.stderr
 
 
+@pytest.mark.boot
 def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
     master, slave = pty.openpty()
     proc = subprocess.Popen([*MINIVM, "run", str(bundle), "--accel", "tcg", "--append",

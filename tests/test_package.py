@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.imagefactory import alpine_lookalike
+from tests.marks import fixture
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
+@fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir",
