@@ -25,20 +25,20 @@ import tempfile
 from pathlib import Path
 
 from bench import kits
-from bench.kernel_boot import REPORT, floor_initrd, in_memory, memory_dir, nic_devices
+from bench.kernel_boot import REPORT, floor_initrd, in_memory, memory_dir
 from minivm.image import inject
 from minivm.paths import images_dir
 from minivm.ui import QUIET
+from minivm.vm import vmctl
 from tests.imagefactory import alpine_lookalike
 from tests.initvm import (
     BASE_APPEND,
     boot,
     build_disk,
-    powerdown,
     writable_copy,
     write_context,
 )
-from tests.vm import VM, Disk, busybox_root_disk, qemu_argv
+from tests.vm import VM, Disk, busybox_root_disk, qemu_argv, user_nics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +78,7 @@ def uptime_to(argv: list[str], marker: str) -> tuple[float, float]:
 def boot_and_stop(kit, disk: Path, work: Path) -> tuple[tuple[float, float], float]:
     """((uptime, wall) at main start, seconds from the power button to QEMU's exit)."""
     qmp = work / "qmp.sock"
-    with boot(kit, disk, qmp=qmp, nics=["user"]) as vm:
+    with boot(kit, disk, qmp=qmp, user_nics=1) as vm:
         match = vm.expect(r"UPTIME-AT-MAIN ([\d.]+)\n", timeout=180)
         wall = vm.seconds
         vm.expect(r"Welcome to", timeout=60)
@@ -89,7 +89,7 @@ def boot_and_stop(kit, disk: Path, work: Path) -> tuple[tuple[float, float], flo
         vm.expect("SETTLED", timeout=60)
         vm.expect(r"[#$] ", timeout=10)
         pressed = vm.seconds
-        powerdown(qmp)
+        vmctl.powerdown(qmp)
         vm.wait_exit(timeout=60)
         return (float(match.group(1)), wall), vm.seconds - pressed
 
@@ -120,7 +120,7 @@ def main() -> None:
         # The floor and the kit alone run on the same machine as the images (same disks, the
         # same NIC behind the same PCI bridges, same kernel arguments): only the initramfs and
         # what runs on the root differ.
-        same = {"disks": disks, "append": BASE_APPEND, "extra": nic_devices()}
+        same = {"disks": disks, "append": BASE_APPEND, "extra": user_nics()}
         floor_argv = qemu_argv(kernel=kit.kernel, initrd=floor_initrd(work / "floor.img"), **same)
         kit_argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, **same)
         images = image_disks(work)

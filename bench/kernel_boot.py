@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench import kits
 from minivm.kit import initramfs, kernel
-from tests.vm import VM, Disk, busybox_root_disk, qemu_argv
+from tests.vm import VM, Disk, busybox_root_disk, qemu_argv, user_nics
 
 # Builtins only (read, echo): a fork or two would cost the floor and the kit ~0.05 s each.
 REPORT = 'read u _ < /proc/uptime; echo "UPTIME-AT-INIT $u"\n'
@@ -83,16 +83,6 @@ def memory_dir() -> str | None:
     return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
-def nic_devices(count: int = 1) -> list[str]:
-    """Virtio-net adapters on QEMU's user network, behind the PCI bridges as GNS3 adds them."""
-    args = ["-device", "i82801b11-bridge,id=dmi", "-device",
-            "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off"]
-    for i in range(count):
-        args += ["-device", f"virtio-net-pci,netdev=n{i},bus=br1,addr={i:#x},"
-                 f"mac=52:54:00:12:34:{0x50 + i:02x}", "-netdev", f"user,id=n{i}"]
-    return args if count else []
-
-
 def boot(argv: list[str]) -> tuple[float, float]:
     """(guest uptime, QEMU wall time) at the report (read to its end of line: a match on a
     half-received line read whole seconds before)."""
@@ -139,7 +129,7 @@ def main() -> None:
             if kit.modules:
                 disks.append(Disk(kit.modules, args.interface, snapshot=True))
             argvs[name] = qemu_argv(kernel=kit.kernel, initrd=initrd, append=append,
-                                    disks=disks, extra=nic_devices(args.nics))
+                                    disks=disks, extra=user_nics(args.nics))
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in argvs}
         for i in range(args.runs):
             for name, argv in argvs.items():

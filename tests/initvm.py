@@ -1,4 +1,4 @@
-"""Helpers for the init's tests and benches: build an image context into a root disk, boot it
+"""For the init's tests and benches: build an image context into a root disk, boot it
 with the kernel kit, power it down through QMP, check its filesystem."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from minivm.vm.qemu import UdpTunnel
+from tests import vm
 from tests.ports import free_udp_ports
 from tests.vm import VM, Disk, qemu_argv
 
@@ -47,37 +47,20 @@ def writable_copy(qcow2: Path, folder: Path) -> Path:
 
 
 def boot(kit: kernel.Kit, root: Path, *, append: str = "", snapshot: bool = False,
-         qmp: Path | None = None, nics: list[str] | None = None, log: Path | None = None,
-         interface: str = "scsi", extra: list[str] | None = None,
+         qmp: Path | None = None, links: Sequence[UdpTunnel] = (), user_nics: int = 0,
+         log: Path | None = None, interface: str = "scsi", extra: list[str] | None = None,
          nic_model: str = "virtio-net-pci") -> VM:
-    """Start a VM from ``root`` with the kit; ``nics`` are QEMU -netdev specs (one adapter
-    each, ``nic_model`` behind a PCI bridge as GNS3 attaches them); ``extra``: more
+    """Start a VM from ``root`` with the kit, its command line from minivm's own builder:
+    ``links`` are its adapters' UDP tunnels (GNS3's links, see ``udp_link``), ``user_nics``
+    adapters on QEMU's user network instead, each a ``nic_model``; ``extra``: more
     arguments."""
-    extra = list(extra or [])
-    if qmp:
-        extra += ["-qmp", f"unix:{qmp},server=on,wait=off"]
-    if nics:
-        extra += ["-device", "i82801b11-bridge,id=dmi", "-device",
-                  "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off"]
-    for i, netdev in enumerate(nics or []):
-        extra += ["-device", f"{nic_model},netdev=n{i},bus=br1,addr={i:#x},"
-                  f"mac=52:54:00:12:34:{0x50 + i:02x}", "-netdev", f"{netdev},id=n{i}"]
     disks = [Disk(root, interface, snapshot=snapshot)]
     if kit.modules:
         disks.append(Disk(kit.modules, interface, snapshot=True))
     argv = qemu_argv(kernel=kit.kernel, initrd=kit.initrd, append=f"{BASE_APPEND} {append}",
-                     disks=disks, extra=extra)
+                     disks=disks, adapters=links, adapter_type=nic_model, qmp=qmp,
+                     extra=[*vm.user_nics(user_nics, nic_model), *(extra or [])])
     return VM(argv, log=log)
-
-
-def powerdown(qmp: Path) -> None:
-    """Press the ACPI power button (what GNS3's stop does) through QMP."""
-    monitor = QEMUMonitorProtocol(str(qmp))
-    monitor.connect()
-    try:
-        monitor.cmd("system_powerdown")
-    finally:
-        monitor.close()
 
 
 def fsck(qcow2: Path) -> subprocess.CompletedProcess[str]:
@@ -89,8 +72,7 @@ def fsck(qcow2: Path) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def udp_link() -> Iterator[tuple[str, str]]:
-    """-netdev specs of the two ends of one link (Ethernet frames in UDP, as GNS3 makes)."""
+def udp_link() -> Iterator[tuple[UdpTunnel, UdpTunnel]]:
+    """The two ends of one link (Ethernet frames in UDP, as GNS3 makes)."""
     a, b = free_udp_ports(2)
-    yield (f"socket,udp=127.0.0.1:{b},localaddr=127.0.0.1:{a}",
-           f"socket,udp=127.0.0.1:{a},localaddr=127.0.0.1:{b}")
+    yield UdpTunnel(a, "127.0.0.1", b), UdpTunnel(b, "127.0.0.1", a)

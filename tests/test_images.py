@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from minivm.paths import images_dir
+from minivm.vm import vmctl
 from tests import imagefactory
-from tests.initvm import boot, build_disk, fsck, powerdown, writable_copy
+from tests.initvm import boot, build_disk, fsck, writable_copy
 
 KEYS = {"name", "description", "category", "symbol", "usage", "adapters", "ram", "kernel_args",
         "disk_interface"}
@@ -69,7 +70,7 @@ def test_debian_minivm_runs_in_docker(image_tags):
 def test_alpine_lookalike_as_minivm(kit, alpine_lookalike, out, tmp_path):
     disk = writable_copy(build_disk(alpine_lookalike, out).qcow2, tmp_path)
     qmp = tmp_path / "qmp.sock"
-    with boot(kit, disk, qmp=qmp, nics=["user"]) as vm:
+    with boot(kit, disk, qmp=qmp, user_nics=1) as vm:
         vm.expect("Welcome to alpine-minivm, a MiniVM", timeout=90)
         vm.expect(r"[#$] ", timeout=30)  # the shell's prompt: it reads what is typed now
         vm.sendline("echo INSIDE-$((6*7)) $(cat /etc/hosts | grep -c alpine-minivm)")
@@ -81,7 +82,7 @@ def test_alpine_lookalike_as_minivm(kit, alpine_lookalike, out, tmp_path):
         vm.sendline("for i in $(seq 100); do ip -4 addr show eth0 | grep -q 'inet ' && break;"
                     " sleep 0.1; done; ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*'")
         vm.expect(r"inet 10\.0\.2\.15", timeout=30)
-        powerdown(qmp)
+        vmctl.powerdown(qmp)
         vm.expect("power button: shutting down", timeout=30)  # the image's PWRF hook
         assert vm.wait_exit(timeout=10) == 0
     # ifup configures lo itself (the init leaves it down for it): no "File exists" noise.
@@ -92,7 +93,7 @@ def test_alpine_lookalike_as_minivm(kit, alpine_lookalike, out, tmp_path):
 @pytest.mark.boot
 def test_debian_minivm_as_minivm(kit, out, tmp_path):
     disk = writable_copy(build_disk(images_dir() / "debian-minivm", out).qcow2, tmp_path)
-    with boot(kit, disk, nics=["user"]) as vm:
+    with boot(kit, disk, user_nics=1) as vm:
         vm.expect("Welcome to debian-minivm, a MiniVM", timeout=90)
         vm.sendline("for i in $(seq 100); do ip -4 addr show eth0 | grep -q 'inet ' && break;"
                     " sleep 0.1; done; ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*'")

@@ -15,11 +15,11 @@ import pytest
 
 from minivm.image import inject
 from minivm.ui import QUIET
+from minivm.vm import vmctl
 from tests.initvm import (
     boot,
     build_disk,
     fsck,
-    powerdown,
     udp_link,
     writable_copy,
     write_context,
@@ -201,7 +201,7 @@ def test_clean_power_off(kit, sleeper_disks, out, how, tmp_path):
         # READY from the main process, and the prompt of the console shell (dash)
         vm.expect(both("READY", "# "), timeout=90)
         if how.startswith("button"):
-            powerdown(qmp)
+            vmctl.powerdown(qmp)
         else:
             vm.sendline({"poweroff": "poweroff", "sigusr2": "kill -USR2 1",
                          "sigint": "kill -INT 1"}[how])  # SIGINT (Ctrl-Alt-Del): reboot
@@ -221,7 +221,7 @@ def test_init_loads_what_the_initramfs_left(kit, sleeper_disks, tmp_path):
     and loads the drivers of devices that have none (the IDE controller, from the module
     disk); the network driver was loaded before (the main process found eth0)."""
     args = scsi_disk_at(tmp_path / "extra.img", 5)
-    with boot(kit, sleeper_disks["plain"], snapshot=True, nics=["user"], extra=args) as vm:
+    with boot(kit, sleeper_disks["plain"], snapshot=True, user_nics=1, extra=args) as vm:
         vm.expect(both("READY", "# "), timeout=90)
         # The IDE controller has its driver: loaded from the module disk (cloud flavour), or
         # built in (minimal flavour).
@@ -372,15 +372,15 @@ def test_two_vms_static_and_dhcp(kit, out, tmp_path):
         """})
     disk = build_disk(ctx, out).qcow2
     with udp_link() as (a0, b0), udp_link() as (a1, c0):
-        server = boot(kit, disk, snapshot=True, nics=[a0, a1], log=tmp_path / "server.log",
+        server = boot(kit, disk, snapshot=True, links=[a0, a1], log=tmp_path / "server.log",
                       append="ip=10.0.0.1:::255.255.255.0::eth0:off ip=10.0.1.1/24:::::eth1 "
                       "minivm.console=off -- /server.sh")
         with server:
             server.expect(r"SERVER eth1 10\.0\.1\.1", timeout=120)
-            static = boot(kit, disk, snapshot=True, nics=[b0],
+            static = boot(kit, disk, snapshot=True, links=[b0],
                           append="ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off "
                           "minivm.console=off -- /client.sh 10.0.0.1")
-            dhcp = boot(kit, disk, snapshot=True, nics=[c0],
+            dhcp = boot(kit, disk, snapshot=True, links=[c0],
                         append="minivm.console=off -- /client.sh 10.0.1.1")
             with static, dhcp:
                 static.expect(r"CLIENT addr=10\.0\.0\.2", timeout=120)
@@ -419,7 +419,7 @@ def test_power_button_on_each_kernel_flavour(any_kit, sleeper_disks, tmp_path):
     qmp = tmp_path / "qmp.sock"
     with boot(any_kit, disk, qmp=qmp) as vm:
         vm.expect(both("READY", "# "), timeout=90)
-        powerdown(qmp)
+        vmctl.powerdown(qmp)
         assert vm.wait_exit(timeout=10) == 0
     assert "PWRF HOOK RAN" in vm.output and "powering off" in vm.output
     result = fsck(disk)
@@ -445,10 +445,10 @@ def test_e1000_and_sata_nodes_ping(kit, out, tmp_path):
         """})
     disk = build_disk(ctx, out).qcow2
     with udp_link() as (a0, b0):
-        server = boot(kit, disk, snapshot=True, nics=[a0], interface="sata", nic_model="e1000",
+        server = boot(kit, disk, snapshot=True, links=[a0], interface="sata", nic_model="e1000",
                       append="ip=10.0.0.1:::255.255.255.0::eth0:off minivm.console=off "
                       "-- /server.sh")
-        client = boot(kit, disk, snapshot=True, nics=[b0], interface="sata", nic_model="e1000",
+        client = boot(kit, disk, snapshot=True, links=[b0], interface="sata", nic_model="e1000",
                       append="ip=10.0.0.2:::255.255.255.0::eth0:off "
                       "minivm.console=off -- /client.sh 10.0.0.1")
         with server, client:

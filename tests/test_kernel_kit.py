@@ -19,7 +19,15 @@ from minivm.kit import initramfs, kernel
 from minivm.paths import kernel_dir
 from minivm.ui import QUIET
 from tests.marks import fixture
-from tests.vm import VM, Disk, busybox_root_disk, qemu_argv, scsi_disk_at, size_at_target
+from tests.vm import (
+    VM,
+    Disk,
+    busybox_root_disk,
+    qemu_argv,
+    scsi_disk_at,
+    size_at_target,
+    user_nics,
+)
 
 BOOT_TIMEOUT = 120  # TCG on a shared 2-core machine: a boot takes 2-5 s alone, more under load
 
@@ -299,7 +307,7 @@ def test_boot_reaches_root_init(any_kit, root_disk, interface, device):
     kit = any_kit
     if interface == "sata" and kit.flavour == "cloud":
         pytest.skip("Debian's cloud kernel has no AHCI driver")
-    nic = ["-device", "vmxnet3,netdev=n0", "-netdev", "user,id=n0"]
+    nic = user_nics(1, "vmxnet3")
     with boot(kit, root_disk, 'root=LABEL=minivm-root rw quiet -- one "two words"',
               interface=interface, extra=nic) as vm:
         vm.expect(r"ROOT-INIT pid=1 argc=2", BOOT_TIMEOUT)
@@ -337,7 +345,7 @@ def test_what_the_initramfs_leaves_to_the_minivm_init(flavour_kits, disks, init_
                                f'echo "TARGET5 <$({size_at_target(5)})>"\necho ROOT-DONE')
     root = busybox_root_disk(disks / f"root-{init_path.replace('/', '-')}.img", init=script,
                              init_path=init_path)
-    nic = ["-device", "virtio-net-pci,netdev=n0", "-netdev", "user,id=n0"]
+    nic = user_nics(1)
     with boot(kit, root, "root=LABEL=minivm-root rw quiet",
               extra=scsi_disk_at(disks / "extra.img", 5) + nic) as vm:
         vm.expect("ROOT-DONE", BOOT_TIMEOUT)
@@ -364,7 +372,7 @@ def test_minimal_initramfs_loads_nothing(flavour_kits, disks, init_path):
                                f'echo "TARGET5 <$({size_at_target(5)})>"\necho ROOT-DONE')
     root = busybox_root_disk(disks / f"root-min-{init_path.replace('/', '-')}.img",
                              init=script, init_path=init_path)
-    nic = ["-device", "e1000,netdev=n0", "-netdev", "user,id=n0"]
+    nic = user_nics(1, "e1000")
     with boot(kit, root, "root=LABEL=minivm-root rw quiet",
               extra=scsi_disk_at(disks / "extra.img", 5) + nic) as vm:
         vm.expect("ROOT-DONE", BOOT_TIMEOUT)
@@ -536,7 +544,7 @@ def test_router_modules_and_firewall_rules(any_kit, router_disk):
     nftables and iptables (legacy and nft) rules, a module unloaded."""
     from tests.initvm import boot as boot_image
 
-    with boot_image(any_kit, router_disk, snapshot=True, nics=["user"],
+    with boot_image(any_kit, router_disk, snapshot=True, user_nics=1,
                     append="minivm.console=off") as vm:
         vm.expect("ROUTER-DONE", BOOT_TIMEOUT)
         assert vm.wait_exit(timeout=30) == 0

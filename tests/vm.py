@@ -19,10 +19,13 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+from minivm.kinds import ConsoleKind
 from minivm.vm.console import CURSOR_REPORT, DSR
-from minivm.vm.qemu import QEMU, Drive, disk_args
+from minivm.vm.qemu import Console, Drive, Machine, UdpTunnel, command_line
 
 # Disks are attached by minivm's own builder, as GNS3 attaches them: a test boots what a
 # GNS3 node boots. Disk(path, interface, format, snapshot).
@@ -44,17 +47,34 @@ def size_at_target(target: int) -> str:
 
 
 def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "console=ttyS0",
-              disks: list[Disk] | None = None, machine: str = "pc", memory: int = 256,
+              disks: list[Disk] | None = None, adapters: Sequence[UdpTunnel | None] = (),
+              adapter_type: str = "virtio-net-pci", qmp: Path | None = None,
+              machine: str = "pc", memory: int = 256,
               extra: list[str] | None = None) -> list[str]:
-    """A QEMU command line under TCG with the serial console on stdio and no display."""
-    argv = [QEMU, "-M", machine, "-accel", "tcg", "-m", str(memory), "-smp", "1",
-            "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
-            "-no-reboot", "-net", "none", "-kernel", str(kernel), "-append", append]
-    if initrd:
-        argv += ["-initrd", str(initrd)]
-    return argv + disk_args(disks or []) + list(extra or [])
+    """The QEMU command line of minivm's own builder (``qemu.Machine``, GNS3's shape) under
+    TCG, the serial console on stdio; then the machine type, ``-no-reboot`` (a guest that
+    reboots or panics ends QEMU) and ``extra`` arguments the builder has no field for."""
+    m = Machine(name="minivm-test", node_id=uuid.uuid4(), ram=memory, kernel=kernel,
+                initrd=initrd, append=append, drives=tuple(disks or ()),
+                adapters=tuple(adapters), adapter_type=adapter_type, qmp=qmp,
+                console=Console(ConsoleKind.STDIO))
+    return [*command_line(m), "-M", machine, "-no-reboot", "-vga", "none", *(extra or [])]
 
 
+
+
+def user_nics(count: int = 1, model: str = "virtio-net-pci") -> list[str]:
+    """QEMU arguments for ``count`` adapters on QEMU's user network (its own DHCP server),
+    behind a PCI bridge as GNS3 adds adapters: the one kind of NIC minivm's builder has no
+    field for (a lab's adapters are UDP tunnels: ``qemu_argv(adapters=...)``)."""
+    if not count:
+        return []
+    args = ["-device", "i82801b11-bridge,id=dmi", "-device",
+            "pci-bridge,id=br1,bus=dmi,chassis_nr=1,addr=0x1,shpc=off"]
+    for i in range(count):
+        args += ["-device", f"{model},netdev=n{i},bus=br1,addr={i:#x},"
+                 f"mac=52:54:00:12:34:{0x50 + i:02x}", "-netdev", f"user,id=n{i}"]
+    return args
 
 
 class VM:
