@@ -10,13 +10,16 @@ import sys
 import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from minivm.errors import MinivmError, one_line
 from minivm.ui import Reporter
 
+# Help texts are Markdown: a docstring's paragraphs are rewrapped to the terminal (its own line
+# breaks do not survive) and brackets are text, not rich markup.
+HELP_MARKUP: Literal["markdown"] = "markdown"
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 AllowUnsafeOptions = Annotated[bool, typer.Option(

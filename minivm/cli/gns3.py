@@ -7,12 +7,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from minivm.cli.common import AllowUnsafeOptions, Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.common import (
+    HELP_MARKUP,
+    AllowUnsafeOptions,
+    Json,
+    Quiet,
+    emit_json,
+    reporter,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from minivm.gns3.server import Client
 
-app = typer.Typer(help="Install MiniVM appliances on a GNS3 server.", no_args_is_help=True)
+app = typer.Typer(help="Install MiniVM appliances on a GNS3 server.", no_args_is_help=True,
+                  rich_markup_mode=HELP_MARKUP)
 
 ServerUrl = Annotated[str | None, typer.Option(
     "--server", envvar="MINIVM_GNS3_URL", show_envvar=True, show_default=False,

@@ -6,10 +6,18 @@ from typing import Annotated
 
 import typer
 
-from minivm.cli.common import Json, PlatformOption, Quiet, emit_json, reporter, user_errors
+from minivm.cli.common import (
+    HELP_MARKUP,
+    Json,
+    PlatformOption,
+    Quiet,
+    emit_json,
+    reporter,
+    user_errors,
+)
 
 app = typer.Typer(help="Build the shared kernel kit (kernel, initramfs, module disk).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 
 Force = Annotated[bool, typer.Option("--force", help="Rebuild even if nothing changed.")]
 Flavour = Annotated[str | None, typer.Option(

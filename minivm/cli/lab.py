@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
-from minivm.cli.common import AllowUnsafeOptions, Json, Quiet, emit_json, reporter, user_errors
+from minivm.cli.common import (
+    HELP_MARKUP,
+    AllowUnsafeOptions,
+    Json,
+    Quiet,
+    emit_json,
+    reporter,
+    user_errors,
+)
 from minivm.cli.gns3 import CaCert, Password, ServerUrl, User, connect
 from minivm.errors import MinivmError
 from minivm.kinds import AccelChoice
@@ -19,7 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Boot and control a lab of linked MiniVMs (a GNS3 topology without "
                        "GNS3). See `minivm lab up --help` for the lab file.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 
 LabFile = Annotated[Path, typer.Argument(help="The lab file (YAML).", show_default=False)]
 Accel = Annotated[AccelChoice | None, typer.Option(
