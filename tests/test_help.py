@@ -3,33 +3,40 @@ paragraphs rewrapped to the terminal (its own line breaks gone), brackets shown 
 
 from __future__ import annotations
 
-import os
-import subprocess
+import sys
 
 import pytest
 
-from tests.cli import MINIVM, REPO
+from minivm.cli.main import main
 
 COMMANDS = [[], ["build"], ["appliance"], ["run"], ["kernel"], ["kernel", "build"], ["lab"],
             ["lab", "up"], ["lab", "status"], ["lab", "console"], ["lab", "exec"], ["lab", "cp"],
             ["lab", "down"], ["lab", "export"], ["gns3"], ["gns3", "push"]]
 
 
-def help_text(command: list[str]) -> str:
-    proc = subprocess.run([*MINIVM, *command, "--help"], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "COLUMNS": "400"}, timeout=60)
-    assert proc.returncode == 0 and not proc.stderr, (command, proc.stderr[-2000:])
-    return proc.stdout
+@pytest.fixture
+def help_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``minivm COMMAND --help`` through the console script's entry point, 400 columns wide."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+    def run(command: list[str]) -> str:
+        monkeypatch.setattr(sys, "argv", ["minivm", *command, "--help"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out, err = capsys.readouterr()
+        assert exited.value.code == 0 and not err, (command, err[-2000:])
+        return out
+    return run
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "minivm")
-def test_help_shows_no_type_for_a_flag(command: list[str]) -> None:
+def test_help_shows_no_type_for_a_flag(help_text, command: list[str]) -> None:
     text = help_text(command)
     assert "--help " in text and "Show this message and exit." in text
     assert "<bool>" not in text
 
 
-def test_paragraphs_are_rewrapped_and_brackets_are_text() -> None:
+def test_paragraphs_are_rewrapped_and_brackets_are_text(help_text) -> None:
     lines = help_text(["lab", "up"]).splitlines()
     # the lab file paragraph is five lines in the docstring: one line at 400 columns
     (lab_file,) = [line for line in lines if "Lab file:" in line]
