@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 import tarfile
 
@@ -197,9 +198,10 @@ def test_size_option_is_honoured(tmp_path, quiet):
     assert result.record.fs_size == 96 << 20
 
 
-def test_two_contexts_with_one_folder_name_never_share_a_disk(tmp_path, docker_api):
+def test_two_contexts_with_one_folder_name_never_share_a_disk(tmp_path, docker_api, capsys):
     """./a/app and ./b/app both want build/app/: the second is refused (the first's disk is
-    kept) until it is given a name of its own."""
+    kept) until it is given a name of its own, or until ./a/app is gone (a moved checkout):
+    then its build is replaced, with a note."""
     from minivm.ui import Reporter
 
     contexts = []
@@ -219,6 +221,14 @@ def test_two_contexts_with_one_folder_name_never_share_a_disk(tmp_path, docker_a
     with pytest.raises(MinivmError, match=r"--name 'bad name' is not a usable name"):
         builder.build(str(contexts[1]), reporter=Reporter(quiet=True), output_dir=out,
                       name="bad name")
+    capsys.readouterr()
+    shutil.rmtree(tmp_path / "a")
+    third = builder.build(str(contexts[1]), reporter=Reporter(), output_dir=out)
+    assert third.folder == out / "app" and third.qcow2.is_file() and not first.qcow2.exists()
+    assert third.record.source_id == str(contexts[1].resolve())
+    note = " ".join(capsys.readouterr().err.split())
+    assert f"{out / 'app'} held the build of {contexts[0]}, whose folder" in note
+    assert f"{contexts[0].resolve()} is gone: this build of {contexts[1]} replaces it" in note
     from minivm.image.engine import remove_image
 
     for result in (first, second):

@@ -68,7 +68,7 @@ def build(
         source = source.named(name)
     source = replace(source, name=platform.named(source.name))
     folder = (output_dir or build_dir()) / source.name
-    _check_owner(folder, source)
+    _check_owner(folder, source, reporter)
     chosen = disk.pick_backend(backend)
     inputs = {"name": source.name, "init": sha256_tree(init_dir()), "size": size,
               "backend": chosen, "platform": platform.arch}
@@ -108,11 +108,18 @@ def build(
     return BuildResult(source.name, folder, qcow2, image_id, config, result.backend, False, record)
 
 
-def _check_owner(folder: Path, source: Source) -> None:
-    """Refuse to build into a folder that holds the build of another source: the new build
-    would replace (delete) the other's disk. ``./a/app`` and ``./b/app`` both want ``app``."""
+def _check_owner(folder: Path, source: Source, reporter: Reporter) -> None:
+    """Refuse to build into a folder that holds the build of another source that still
+    exists: the new build would replace (delete) the other's disk. ``./a/app`` and ``./b/app``
+    both want ``app``. A folder source that is gone (a moved checkout, a temporary folder)
+    leaves a build nobody can rebuild: it is replaced, with a note."""
     record = cache.load(folder)
     if record and record.source_id not in (None, source.identity):
+        gone = record.source_id.startswith("/") and not Path(record.source_id).exists()
+        if gone:
+            reporter.info(f"note: {folder} held the build of {record.source}, whose folder "
+                          f"{record.source_id} is gone: this build of {source.text} replaces it")
+            return
         raise MinivmError(
             f"{folder} holds the build of {record.source} ({record.source_id}), "
             f"not of {source.text}",
