@@ -6,13 +6,14 @@ Needs .venv-gns3 (``.venv/bin/python tests/gns3_env.py``). Starts a GNS3 control
 (127.0.0.2) and a second gns3server as a remote compute (127.0.0.3), each with its own files
 in a temporary folder, and stops them at the end.
 
-GNS3 starts QEMU nodes through uBridge; without a ``ubridge`` binary the GNS3 side is measured
-up to the start: log in, appliance check (a no-op push), project, nodes, links
-(``lab up --server --no-start``, in-process). The local runner is measured to the same point
-(overlays created, link ports held, each node's QEMU command line built: everything its
-``lab up`` does before starting QEMU), then for real: ``lab up`` and every node's main
+The GNS3 side is measured up to the start: log in, appliance check (a no-op push), project,
+nodes, links (``lab up --server --no-start``, in-process). The local runner is measured to the
+same point (overlays created, link ports held, each node's QEMU command line built: everything
+its ``lab up`` does before starting QEMU), then for real: ``lab up`` and every node's main
 process running (``--wait``). Median of ``--runs``; ratio = GNS3 / local at the same point.
-With ``ubridge`` on PATH, also ``lab up --server --wait`` to every node's main process (once).
+Then ``lab up --server --wait`` to every node's main process (once): GNS3 starts QEMU nodes
+through uBridge, the installed one or the tests' stand-in (tests/ubridge-standin: the control
+protocol only, so the nodes boot for real but links carry no frames).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def main() -> None:
                 local_prepare(lab.load(one), folder)
                 loc.append(time.monotonic() - t)
                 shutil.rmtree(folder)
-            boot = gns3_boot(controller.url, one) if shutil.which("ubridge") else float("nan")
+            boot = gns3_boot(controller.url, one)
             rows.append([n, g1, g2, statistics.median(loc), boot])
     for row in rows:
         path = lab_file(work / f"b{row[0]}", bundle, row[0], remote=False)

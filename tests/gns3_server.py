@@ -30,6 +30,9 @@ START_TIMEOUT = 90.0
 # GNS3 runs its built-in Ethernet switch in Dynamips, which no Debian package ships: without
 # a real one, this stand-in lets the server create switches and their links (no frames pass).
 DYNAMIPS_STANDIN = Path(__file__).resolve().parent / "dynamips-standin" / "dynamips"
+# GNS3 starts every QEMU node through uBridge; where none is installed, the stand-in (control
+# protocol only: nodes start and boot, links carry no frames)
+UBRIDGE = shutil.which("ubridge") or str(Path(__file__).with_name("ubridge-standin") / "ubridge")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class Server:
         return self.folder / "server.log"
 
 
-def _config(folder: Path, host: str, port: int, ranges: tuple[int, int, int, int]) -> Path:
+def _config(folder: Path, host: str, port: int, ranges: tuple[int, int, int, int],
+            ubridge: str) -> Path:
     console_start, console_end, udp_start, udp_end = ranges
     conf = folder / "gns3_server.conf"
     conf.write_text(f"""[Server]
@@ -68,6 +72,7 @@ symbols_path = {folder / 'symbols'}
 configs_path = {folder / 'configs'}
 secrets_dir = {folder / 'secrets'}
 report_errors = False
+ubridge_path = {ubridge}
 console_start_port_range = {console_start}
 console_end_port_range = {console_end}
 vnc_console_start_port_range = {console_start + 6000}
@@ -92,9 +97,10 @@ dynamips_path = {shutil.which("dynamips") or DYNAMIPS_STANDIN}
 
 
 @contextmanager
-def running(folder: Path, *, host: str, ranges: tuple[int, int, int, int]) -> Iterator[Server]:
+def running(folder: Path, *, host: str, ranges: tuple[int, int, int, int],
+            ubridge: str = UBRIDGE) -> Iterator[Server]:
     """A gns3server on ``host`` (a loopback address) with its files in ``folder``, until the
-    block ends (always stopped, even on failure).
+    block ends (always stopped, even on failure); it starts nodes through ``ubridge``.
 
     GNS3 joins two computes by a UDP tunnel between their addresses, and refuses when one of
     them is 127.0.0.1 (``get_ip_on_same_subnet`` in ``controller/compute.py``): the tests give
@@ -103,7 +109,7 @@ def running(folder: Path, *, host: str, ranges: tuple[int, int, int, int]) -> It
     for sub in ("images", "projects", "appliances", "symbols", "configs", "secrets", "home"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     port = free_port(host)
-    conf = _config(folder, host, port, ranges)
+    conf = _config(folder, host, port, ranges, ubridge)
     binary = gns3_env.venv_dir() / "bin" / "gns3server"
     env = {**os.environ, "HOME": str(folder / "home")}
     with (folder / "server.log").open("ab") as log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from minivm.gns3 import appliance
@@ -35,3 +36,12 @@ def write_lab(folder: Path, bundle: Path, nodes: dict[str, str], links: list[str
     path = folder / "lab.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
+
+
+def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:
+    """A copy of the bundle (files linked) with some qemu settings changed."""
+    shutil.copytree(bundle.parent, folder, symlinks=True)
+    data = json.loads((folder / bundle.name).read_text())
+    data["qemu"].update(qemu_settings)
+    (folder / bundle.name).write_text(json.dumps(data))
+    return folder / bundle.name

@@ -13,9 +13,7 @@ import dataclasses
 import http.server
 import json
 import os
-import shutil
 import subprocess
-import sys
 import threading
 import uuid
 import zipfile
@@ -29,14 +27,15 @@ from minivm.gns3 import reader, server
 from minivm.lab import control, gns3, spec
 from minivm.vm import qemu
 from tests import gns3_server as gs
+from tests.cli import MINIVM
+from tests.labs import READY, variant
 from tests.marks import fixture
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-MINIVM = [str(Path(sys.executable).with_name("minivm"))]
-READY = r"Welcome to .*a MiniVM"
 CONTROLLER = "127.0.0.2"
 REMOTE = "127.0.0.3"
+BARE = "127.0.0.4"
 
 
 
@@ -233,8 +232,6 @@ def test_lab_across_two_computes_then_export_and_delete(bundle: Path, cluster: C
 
 
 @pytest.mark.boot
-@pytest.mark.skipif(shutil.which("ubridge") is None,
-                    reason="GNS3 starts QEMU nodes through uBridge; no ubridge binary on PATH")
 def test_lab_starts_waits_and_stops(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, "booting", {
         "b1": {"appliance": str(bundle)}, "b2": {"appliance": str(bundle), "compute": "remote1"},
@@ -255,16 +252,42 @@ def test_lab_starts_waits_and_stops(bundle: Path, cluster: Cluster, tmp_path: Pa
     assert_clean(cluster)
 
 
+@pytest.mark.boot
+def test_a_node_that_fails_to_start_undoes_the_started_ones(bundle: Path, cluster: Cluster,
+                                                             tmp_path: Path) -> None:
+    """u2's QEMU refuses its options: u1, started beside it, is stopped again and the project
+    this `up` made is deleted; no QEMU of it is left."""
+    bad = variant(bundle, tmp_path / "bad", options="-device no-such-device")
+    lab_file = write_lab(tmp_path, "halfstarted", {
+        "u1": {"appliance": str(bundle)}, "u2": {"appliance": str(bad)}}, [])
+    done = cli("lab", "up", lab_file, "--server", cluster.controller.url)
+    one_error_line(done, "starting node u2")
+    assert "no-such-device" in done.stderr
+    assert_clean(cluster)
+    left = subprocess.run(["pgrep", "-f", str(cluster.controller.projects)],
+                          capture_output=True, text=True).stdout
+    assert not left.strip(), "a QEMU of the undone lab still runs"
+
+
 # --- errors: one line, non-zero exit, nothing left on the server ---------------------------
 
 
-@pytest.mark.skipif(shutil.which("ubridge") is not None, reason="uBridge is here: nodes start")
-def test_start_without_ubridge_fails_and_removes_the_project(bundle: Path, cluster: Cluster,
-                                                             tmp_path: Path) -> None:
+@fixture("engine", "gns3", scope="module")
+def without_ubridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gs.Server]:
+    """A controller whose uBridge is not there: it cannot start a QEMU node."""
+    with gs.running(tmp_path_factory.mktemp("gns3") / "bare", host=BARE,
+                    ranges=(38000, 38499, 38500, 38999),
+                    ubridge="/nonexistent/ubridge") as server:
+        yield server
+
+
+def test_start_without_ubridge_fails_and_removes_the_project(
+        bundle: Path, without_ubridge: gs.Server, tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, "noubridge", {"u1": {"appliance": str(bundle)}}, [])
-    done = cli("lab", "up", lab_file, "--server", cluster.controller.url)
+    done = cli("lab", "up", lab_file, "--server", without_ubridge.url)
     one_error_line(done, "starting node u1", "uBridge")
-    assert_clean(cluster)
+    assert projects(without_ubridge) == []
+    assert list(without_ubridge.projects.iterdir()) == []
 
 
 def test_unreachable_server(bundle: Path, cluster: Cluster, tmp_path: Path) -> None:

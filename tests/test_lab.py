@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import socket
 import stat
@@ -27,19 +26,9 @@ from minivm import lab
 from minivm.vm import console
 from minivm.vm.console import CURSOR_REPORT
 from tests.cli import MINIVM, cli
-from tests.labs import READY, write_lab
+from tests.labs import READY, variant, write_lab
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-
-def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:
-    """A copy of the bundle (files linked) with some qemu settings changed."""
-    shutil.copytree(bundle.parent, folder, symlinks=True)
-    data = json.loads((folder / bundle.name).read_text())
-    data["qemu"].update(qemu_settings)
-    (folder / bundle.name).write_text(json.dumps(data))
-    return folder / bundle.name
 
 
 def ip(address: str, device: str = "eth0", gateway: str = "") -> str:
