@@ -168,7 +168,8 @@ def test_check_applies_gns3_rules(project: Path, edit, words: str) -> None:
 
 
 def test_gns3_validators_reject_what_check_rejects(project: Path) -> None:
-    """The separate venv really validates: an unknown key and a bad enum fail there too."""
+    """The separate venv really validates: an unknown key fails the strict schema (GNS3's server
+    and GUI let it pass), a bad enum fails all three."""
     make_build(project, "r1")
     bundle = appliance.write_bundle("r1", reporter=QUIET)
     data = json.loads(bundle.path.read_text())
@@ -177,8 +178,17 @@ def test_gns3_validators_reject_what_check_rejects(project: Path) -> None:
     enum = bundle.path.with_name("enum.gns3a")
     enum.write_text(json.dumps({**data, "qemu": {**data["qemu"], "console_type": "serial"}}))
     result = gns3_env.validate([extra, enum])
-    assert result[str(extra)]["strict"] and "foo" in result[str(extra)]["strict"]
-    assert all(result[str(enum)].values())  # server, GUI and strict all refuse it
+    assert result[str(extra)] == {
+        "server": None, "gui": None,
+        "strict": "[]: Additional properties are not allowed ('foo' was unexpected)"}
+    refused = result[str(enum)]
+    assert refused["gui"] == refused["strict"] == (
+        "['qemu', 'console_type']: 'serial' is not one of "
+        "['telnet', 'vnc', 'spice', 'spice+agent', 'none']")
+    assert refused["server"].splitlines()[:3] == [
+        "1 validation error for Appliance", "qemu.console_type",
+        "  Input should be 'telnet', 'vnc', 'spice', 'spice+agent' or 'none' "
+        "[type=enum, input_value='serial', input_type=str]"]
 
 
 # --- bad input --------------------------------------------------------------------------------
