@@ -27,6 +27,7 @@ from minivm.vm import console
 from minivm.vm.console import CURSOR_REPORT
 from tests.cli import MINIVM, cli
 from tests.labs import READY, variant, write_lab
+from tests.ports import free_udp_ports
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -236,9 +237,7 @@ def test_external_udp_link_reaches_a_host_outside_the_lab(bundle: Path, tmp_path
     """A link to `udp:HOST:RPORT:LPORT`: the node's frames reach whatever listens on RPORT,
     and what is sent to LPORT reaches the node (here a host emulated in the test: ping)."""
     host = FakeHost("10.0.9.2")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        local = probe.getsockname()[1]
+    (local,) = free_udp_ports(1)
     path = write_lab(tmp_path, bundle, {"r1": ip("10.0.9.1/24")},
                      [f"r1:eth0 -- udp:127.0.0.1:{host.port}:{local}"])
     try:
