@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 from minivm.gns3 import appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from tests.cli import MINIVM
 from tests.imagefactory import alpine_lookalike
 
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
@@ -45,3 +47,10 @@ def variant(bundle: Path, folder: Path, **qemu_settings: object) -> Path:
     data["qemu"].update(qemu_settings)
     (folder / bundle.name).write_text(json.dumps(data))
     return folder / bundle.name
+
+
+def lab_exec(path: Path, node: str, *args: str, stdin: bytes | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """``minivm lab exec LAB NODE ARGS...``, its output as bytes."""
+    return subprocess.run([*MINIVM, "lab", "exec", str(path), node, *args],
+                          input=stdin, capture_output=True, timeout=timeout)

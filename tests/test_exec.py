@@ -32,18 +32,12 @@ from minivm.kit import kernel
 from minivm.ui import QUIET
 from minivm.vm import control, qemu, transfer
 from tests.cli import MINIVM, cli
-from tests.labs import READY, write_lab
+from tests.labs import READY, lab_exec, write_lab
 from tests.ports import free_port
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def lab_exec(path: Path, node: str, *args: str, stdin: bytes | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*MINIVM, "lab", "exec", str(path), node, *args],
-                          input=stdin, capture_output=True, timeout=timeout)
 
 
 def full_cli_exec(path: Path, node: str, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import MINIVM, cli
 from tests.hostile import ATTACKS, make_canary, snapshot
-from tests.test_exec import MINIVM, lab_exec
-from tests.test_lab import READY, bundle, cli, write_lab  # noqa: F401 - bundle is a fixture
-
-pytestmark = [pytest.mark.engine, pytest.mark.boot]
+from tests.labs import READY, lab_exec, write_lab
 
 FAKE_TAR = """#!/.minivm/bin/sh
 # a hostile guest's tar: the stream prepared for the folder asked for, else the real one
@@ -43,8 +41,9 @@ def check(path: Path, *args: str) -> str:
     return done.stdout.decode()
 
 
+@pytest.mark.boot
 def test_a_hostile_guest_changes_nothing_outside_the_destination(
-        bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+        bundle: Path, tmp_path: Path) -> None:
     canary = make_canary(tmp_path / "canary")
     before = snapshot(canary)
     attacks = tmp_path / "attacks"
