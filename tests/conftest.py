@@ -98,6 +98,8 @@ def flavour_kits(kernel_kit):
 def any_kit(request, flavour_kits):
     """The kit of each flavour in turn (tests that must pass on every kernel)."""
     return flavour_kits(request.param)
+
+
 @pytest.fixture(scope="session")
 def bundle(kernel_kit, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """alpine-minivm's look-alike as a .gns3a bundle booting the kit (built once per session)."""

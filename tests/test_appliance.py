@@ -270,7 +270,6 @@ def test_json_output(project: Path) -> None:
 # --- the shipped images, built for real ---------------------------------------------------------
 
 
-
 @pytest.fixture(scope="session")
 def shipped_bundles(tmp_path_factory: pytest.TempPathFactory, kit: kernel.Kit) -> dict:
     """Bundles of alpine-minivm's look-alike and debian-minivm, built for real."""
@@ -344,7 +343,6 @@ def test_unchanged_bundle_is_reused_and_a_changed_input_rewrites_it(project: Pat
     changed = appliance.write_bundle("r1", reporter=QUIET)
     assert changed.appliance["qemu"]["ram"] == 128
     assert json.loads(changed.path.read_text())["qemu"]["ram"] == 128
-
 
 
 def test_metadata_record_names_every_metadata_key() -> None:

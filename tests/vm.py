@@ -61,8 +61,6 @@ def qemu_argv(*, kernel: Path, initrd: Path | None = None, append: str = "consol
     return [*command_line(m), "-M", machine, "-no-reboot", "-vga", "none", *(extra or [])]
 
 
-
-
 def user_nics(count: int = 1, model: str = "virtio-net-pci") -> list[str]:
     """QEMU arguments for ``count`` adapters on QEMU's user network (its own DHCP server),
     behind a PCI bridge as GNS3 adds adapters: the one kind of NIC minivm's builder has no
