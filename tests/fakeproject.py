@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,39 @@ def make_build(home: Path, name: str, *, labels: dict[str, str] | None = None,
               "outputs": {"root": {"path": str(root), "size": root.stat().st_size, "md5": ""}}}
     (folder / "build.json").write_text(json.dumps(record))
     return folder
+
+
+def make_appliance(folder: Path, *, name: str = "t", adapters: int = 2, options: str = "",
+                   interfaces: tuple[str, str] = ("scsi", "scsi")) -> Path:
+    """A .gns3a with real (tiny) QCOW2 disks and placeholder kernel/initrd files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for disk in ("root.qcow2", "modules.qcow2"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(folder / disk), "16M"],
+                       check=True)
+    (folder / "vmlinuz").write_bytes(b"k")
+    (folder / "initrd.img").write_bytes(b"i")
+    files = ["vmlinuz", "initrd.img", "root.qcow2", "modules.qcow2"]
+    data = {
+        "name": name, "registry_version": 6, "port_name_format": "eth{0}",
+        "qemu": {"adapter_type": "virtio-net-pci", "adapters": adapters, "ram": 256,
+                 "arch": "x86_64", "console_type": "telnet", "kvm": "allow",
+                 "hda_disk_interface": interfaces[0], "hdb_disk_interface": interfaces[1],
+                 "kernel_command_line": "console=ttyS0 quiet root=/dev/sda rw",
+                 "options": options, "on_close": "shutdown_signal"},
+        "images": [{"filename": f, "version": "1"} for f in files],
+        "versions": [{"name": "1", "images": {"kernel_image": "vmlinuz", "initrd": "initrd.img",
+                                              "hda_disk_image": "root.qcow2",
+                                              "hdb_disk_image": "modules.qcow2"}}],
+    }
+    path = folder / f"{name}.gns3a"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def fake_lab(folder: Path, text: str) -> Path:
+    """``folder/lab.yaml`` holding ``text`` (dedented), its nodes' appliance a fake one with two
+    adapters at ``folder/app/t.gns3a``."""
+    make_appliance(folder / "app", adapters=2)
+    path = folder / "lab.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path

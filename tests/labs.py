@@ -11,7 +11,7 @@ from minivm.gns3 import appliance
 from minivm.image import build
 from minivm.kit import kernel
 from minivm.ui import QUIET
-from tests.cli import MINIVM
+from tests.cli import MINIVM, cli
 from tests.imagefactory import alpine_lookalike
 
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
@@ -54,3 +54,12 @@ def lab_exec(path: Path, node: str, *args: str, stdin: bytes | None = None,
     """``minivm lab exec LAB NODE ARGS...``, its output as bytes."""
     return subprocess.run([*MINIVM, "lab", "exec", str(path), node, *args],
                           input=stdin, capture_output=True, timeout=timeout)
+
+
+def sh(lab_file: Path, node: str, command: str, timeout: float = 60) -> str:
+    """A shell command in a running node (over the control channel); its stdout."""
+    done = cli("lab", "exec", "--timeout", "30", lab_file, node, "--", "sh", "-c", command,
+               timeout=timeout)
+    assert done.returncode == 0, f"{node}: {command!r} exit {done.returncode}:\n" \
+                                 f"{done.stdout}{done.stderr}"
+    return done.stdout

@@ -12,7 +12,7 @@ import yaml
 from minivm import lab
 from minivm.errors import MinivmError
 from minivm.lab import clab
-from tests.test_networks import write
+from tests.fakeproject import fake_lab
 
 TRIO = """\
 name: trio
@@ -108,7 +108,7 @@ def same(one: lab.Lab, two: lab.Lab) -> None:
 
 
 def test_export_then_import_gives_the_same_lab(tmp_path: Path) -> None:
-    first = lab.load(write(tmp_path, ROUND))
+    first = lab.load(fake_lab(tmp_path, ROUND))
     out = tmp_path / "sub" / "round.clab.yml"
     out.parent.mkdir()
     out.write_text(clab.dump(clab.export(first, out)))

@@ -11,10 +11,9 @@ import pytest
 
 from minivm.kit import kernel
 from minivm.ui import QUIET
+from tests.cli import cli
 from tests.imagefactory import alpine_lookalike
-from tests.test_segments import cli, sh
-
-pytestmark = [pytest.mark.engine, pytest.mark.boot]
+from tests.labs import sh
 
 TOPOLOGY = """\
 name: trio
@@ -46,6 +45,8 @@ topology:
 """
 
 
+@pytest.mark.engine
+@pytest.mark.boot
 def test_three_linux_nodes_two_links(tmp_path: Path) -> None:
     kernel.current() or kernel.build(reporter=QUIET)
     shutil.copytree(alpine_lookalike(tmp_path / "src"), tmp_path / "node")

@@ -12,7 +12,7 @@ import pytest
 from minivm import lab
 from minivm.errors import MinivmError
 from minivm.lab import graph
-from tests.test_networks import write
+from tests.fakeproject import fake_lab
 
 LAB = """\
 nodes:
@@ -28,7 +28,7 @@ networks:
 
 
 def test_svg_names_every_node_link_network_and_address(tmp_path: Path) -> None:
-    lab_ = lab.load(write(tmp_path, LAB))
+    lab_ = lab.load(fake_lab(tmp_path, LAB))
     out = graph.draw(lab_, tmp_path / "lab.svg", {"r1": "running", "r2": "stopped"})
     svg = html.unescape(out.read_text())
     assert svg.startswith("<?xml") and "</svg>" in svg
@@ -40,7 +40,7 @@ def test_svg_names_every_node_link_network_and_address(tmp_path: Path) -> None:
 
 
 def test_png_and_dot_and_a_bad_suffix(tmp_path: Path) -> None:
-    lab_ = lab.load(write(tmp_path, LAB))
+    lab_ = lab.load(fake_lab(tmp_path, LAB))
     png = graph.draw(lab_, tmp_path / "lab.png")
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     text = graph.draw(lab_, tmp_path / "lab.dot").read_text()
@@ -50,12 +50,12 @@ def test_png_and_dot_and_a_bad_suffix(tmp_path: Path) -> None:
 
 
 def test_hostile_names_stay_inside_their_quotes(tmp_path: Path) -> None:
-    text = graph.dot(lab.load(write(tmp_path, LAB)), {"r1": 'x"] ; evil [label="'})
+    text = graph.dot(lab.load(fake_lab(tmp_path, LAB)), {"r1": 'x"] ; evil [label="'})
     assert '\\"] ; evil [label=\\"' in text
 
 
 def test_cli_graph_of_a_lab_not_running(tmp_path: Path) -> None:
-    path = write(tmp_path, LAB)
+    path = fake_lab(tmp_path, LAB)
     done = subprocess.run([str(Path(sys.executable).with_name("minivm")), "lab", "graph",
                            str(path), "-o", str(tmp_path / "g.svg")],
                           capture_output=True, text=True)

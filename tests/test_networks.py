@@ -3,7 +3,6 @@ the tunnels each member gets (no VM booted here; see test_segments.py for real o
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from minivm.errors import MinivmError
 from minivm.lab import networks
 from minivm.lab import ports as lab_ports
 from minivm.vm import qemu
-from tests.test_qemu import make_appliance
+from tests.fakeproject import fake_lab
 
 NODES = """\
 nodes:
@@ -23,15 +22,8 @@ nodes:
 """
 
 
-def write(folder: Path, text: str) -> Path:
-    make_appliance(folder / "app", adapters=2)
-    path = folder / "lab.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def test_subnet_gives_addresses_in_order_and_own_ip(tmp_path: Path) -> None:
-    lab_ = lab.load(write(tmp_path, NODES + """\
+    lab_ = lab.load(fake_lab(tmp_path, NODES + """\
 networks:
   lan: {subnet: 10.77.0.0/24, members: [c:eth0, a:eth0, b:eth0]}
   back: {subnet: 192.168.5.0/29, members: [b:eth1, a:eth1]}
@@ -55,7 +47,7 @@ links:
 
 
 def test_own_append_comes_last_so_it_wins(tmp_path: Path) -> None:
-    lab_ = lab.load(write(tmp_path, """\
+    lab_ = lab.load(fake_lab(tmp_path, """\
 nodes:
   a: {appliance: app/t.gns3a, append: "ip=10.9.9.9/24:::::eth0:off hostname=alpha"}
   b: {appliance: app/t.gns3a}
@@ -68,7 +60,7 @@ networks:
 
 
 def test_network_without_subnet_has_no_addresses(tmp_path: Path) -> None:
-    lab_ = lab.load(write(tmp_path, NODES.replace(", ip: {lan: 10.77.0.50}", "") + """\
+    lab_ = lab.load(fake_lab(tmp_path, NODES.replace(", ip: {lan: 10.77.0.50}", "") + """\
 networks:
   lan: {members: [a:eth0, b:eth0, c:eth0, "udp:127.0.0.1:40001:40000"]}
 """))
@@ -104,7 +96,7 @@ networks:
 ])
 def test_network_errors_are_one_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(MinivmError, match=message) as e:
-        lab.load(write(tmp_path, NODES + text + "\n"))
+        lab.load(fake_lab(tmp_path, NODES + text + "\n"))
     assert "\n" not in str(e.value)
 
 
@@ -114,4 +106,4 @@ def test_too_many_names_for_the_kernel_command_line(tmp_path: Path) -> None:
     text += ("networks:\n  lan: {subnet: 10.0.0.0/16, members: [" +
              ", ".join(f"{n}:eth0" for n in names) + "]}\n")
     with pytest.raises(MinivmError, match=r"more than the .* the kernel command line has left"):
-        lab.load(write(tmp_path, text))
+        lab.load(fake_lab(tmp_path, text))

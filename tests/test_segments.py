@@ -12,8 +12,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,13 +20,12 @@ from minivm.kit import kernel
 from minivm.lab import state as lab_state
 from minivm.ui import QUIET
 from minivm.vm import vmctl
+from tests.cli import cli
 from tests.imagefactory import alpine_lookalike
+from tests.labs import sh
 
 REPO = Path(__file__).resolve().parent.parent
-MINIVM = [str(Path(sys.executable).with_name("minivm"))]
 READY = r"Welcome to .*a MiniVM"
-
-pytestmark = [pytest.mark.engine, pytest.mark.boot]
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +40,14 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MINIVM, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-
-
-def sh(lab_file: Path, node: str, command: str, timeout: float = 60) -> str:
-    """A shell command in a running node (over the control channel); its stdout."""
-    done = cli("lab", "exec", "--timeout", "30", lab_file, node, "--", "sh", "-c", command,
-               timeout=timeout)
-    assert done.returncode == 0, f"{node}: {command!r} exit {done.returncode}:\n" \
-                                 f"{done.stdout}{done.stderr}"
-    return done.stdout
-
-
 def write_lab(folder: Path, spec: dict[str, object]) -> Path:
     path = folder / "lab.yaml"
     path.write_text(json.dumps({"accel": "tcg", **spec}))  # JSON is YAML
     return path
 
 
+@pytest.mark.engine
+@pytest.mark.boot
 def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: Path) -> None:
     path = write_lab(tmp_path, {
         "nodes": {"a": {"image": str(context), "ip": {"dhcpnet": "10.88.0.1/24"}},
@@ -123,6 +108,8 @@ def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: 
     assert "network lan (stopped" in cli("lab", "status", path).stdout
 
 
+@pytest.mark.engine
+@pytest.mark.boot
 def test_two_subnets_names_on_both_image_nodes_build_once(context: Path,
                                                             tmp_path: Path) -> None:
     """x is on both networks, y only on front, z only on back: each resolves the others it

@@ -21,7 +21,7 @@ from minivm.fsutil import plain_name_problem
 from minivm.gns3 import appliance, push, reader
 from minivm.gns3.machine import machine_from_appliance
 from minivm.vm import options, qemu
-from tests.test_qemu import make_appliance
+from tests.fakeproject import make_appliance
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]

@@ -20,7 +20,7 @@ from minivm.image.config import ImageConfig
 from minivm.image.rootfs import run_config
 from minivm.kinds import ConsoleKind
 from minivm.lab import state as lab_state
-from tests.test_qemu import make_appliance
+from tests.fakeproject import make_appliance
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]

@@ -15,8 +15,8 @@ import pytest
 
 from minivm.errors import MinivmError
 from minivm.gns3 import server
+from tests.fakeproject import make_appliance
 from tests.gns3_standin import PASSWORD, USER, gns3_routes, make_ca, standin
-from tests.test_qemu import make_appliance
 
 REPO = Path(__file__).resolve().parent.parent
 MINIVM = [str(Path(sys.executable).with_name("minivm"))]
