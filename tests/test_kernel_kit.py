@@ -555,6 +555,7 @@ def test_router_modules_and_firewall_rules(any_kit, router_disk):
 
 def test_manifest_record_round_trips_and_refuses_what_is_not_one() -> None:
     data = {"key": "k" * 64, "minivm": "0.1", "kernel_version": "6.1.0", "flavour": "minimal",
+            "arch": "amd64",
             "base": {"ref": "debian:bookworm-slim", "id": "sha256:ab"}, "package": "linux",
             "packages": ["linux-image 6.1"], "compression": "gzip", "timestamp": 1700000000,
             "initramfs_modules": ["virtio_scsi"], "boot_modules": [],
