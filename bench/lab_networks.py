@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import kits
 from bench.lab_common import READY, lookalike_bundle, workdir
 from minivm.gns3 import appliance
 from minivm.image import build
-from minivm.kit import kernel
 from minivm.ui import QUIET
 
 MINIVM = str(Path(sys.executable).with_name("minivm"))
@@ -50,12 +50,12 @@ def sh(path: Path, node: str, command: str) -> str:
     return cli("lab", "exec", "--timeout", "300", path, node, "--", "sh", "-c", command).stdout
 
 
-def iperf_bundle(work: Path) -> Path:
+def iperf_bundle(work: Path, flavour: str) -> Path:
     """A Debian node with iperf3, as a bundle under ``work`` (built once for both labs)."""
     context = work / "iperf-node"
     context.mkdir()
     (context / "Dockerfile").write_text(IPERF_NODE)
-    kit = kernel.current() or kernel.build(reporter=QUIET)
+    kit = kits.kit(flavour)
     result = build.build(str(context), reporter=QUIET, output_dir=work / "build")
     return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
                                   kit=kit).path
@@ -141,10 +141,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--skip-up", action="store_true", help="only the pair figures")
+    kits.add_flavour(parser)
     args = parser.parse_args()
     work = workdir()
     try:
-        bundle = iperf_bundle(work)
+        bundle = iperf_bundle(work, args.flavour)
         pairs = {mode: measure_pair(work, bundle, mode, args.runs, args.seconds)
                  for mode in ("p2p", "segment")}
         base_rate, base_rtt = pairs["p2p"]
@@ -155,7 +156,7 @@ def main() -> None:
             print(f"{label:>34} {rate:>8.0f} {rate / base_rate:>6.2f}x {rtt:>8.2f} "
                   f"{rtt / base_rtt:>6.2f}x")
         if not args.skip_up:
-            bundle = lookalike_bundle(work)
+            bundle = lookalike_bundle(work, args.flavour)
             ups = {mode: up_time(work, bundle, mode) for mode in ("links", "segment")}
             print(f"{'lab up --wait, 8 nodes':>34} {'seconds':>8} {'vs links':>9}")
             for mode, took in ups.items():
