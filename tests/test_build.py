@@ -182,8 +182,9 @@ def test_writing_through_a_symlink_is_refused(tmp_path, quiet):
 
 
 def test_guestfs_backend_writes_the_same_files(rich_build, quiet):
-    _result, files, _, tmp = rich_build
-    other = builder.build(str(tmp / "rich-ctx"), reporter=quiet, backend="guestfs",
+    result, files, _, tmp = rich_build
+    # The image itself, not its context again: a rebuild could meet another base image.
+    other = builder.build(result.image_id, reporter=quiet, backend="guestfs",
                           output_dir=tmp / "guestfs-out")
     assert other.backend == "guestfs"
     guest_files, label = listing(other.qcow2)
