@@ -102,3 +102,47 @@ def test_a_file_longer_or_shorter_than_announced_leaves_nothing(
     with pytest.raises(MinivmError, match=message):
         transfer.copy_out(ch, "/x", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_slow_guests_second_hello_answer_is_not_a_malformed_frame(tmp_path: Path) -> None:
+    """A guest too slow to answer the first hello within a second answers the retried one
+    too: that repeat arrives during the first request and is skipped."""
+    import threading
+
+    path = tmp_path / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer_late() -> None:
+        """Hold back the first answer until the client has retried (as a starved guest)."""
+        conn, _ = server.accept()
+        decoder = control.Decoder()
+        hellos: list[bytes] = []
+        while len(hellos) < 2:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            hellos += [p for kind, p in decoder.feed(data) if kind == control.HELLO]
+        conn.sendall(b"".join(control.encode(control.R_HELLO, p) for p in hellos))
+        decoder2 = control.Decoder()
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            if any(kind == control.EXEC for kind, _ in decoder2.feed(data)):
+                break
+        conn.sendall(control.encode(control.R_STDOUT, b"ok\n")
+                     + control.encode(control.R_EXIT, struct.pack(">I", 3)))
+        conn.close()
+
+    thread = threading.Thread(target=answer_late, daemon=True)
+    thread.start()
+    out: list[bytes] = []
+    try:
+        with control.Channel(path, what="r1", timeout=10) as ch:
+            assert ch.exec(["true"], stdout=out.append) == 3
+    finally:
+        thread.join(5)
+        server.close()
+    assert b"".join(out) == b"ok\n"

@@ -135,6 +135,7 @@ class Channel:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._decoder = Decoder()
         self._pending: list[tuple[int, bytes]] = []
+        self._hello_answer: bytes | None = None
         try:
             self.sock.connect(str(path))
         except OSError as e:
@@ -172,6 +173,8 @@ class Channel:
                                        "appliance with this minivm), it is still booting, or "
                                        "another minivm command holds the channel (try again)")
             # frames before our hello's answer are an earlier session's: skipped
+        # A slow guest answers both tries: the second answer, the same, may still be on its way.
+        self._hello_answer = frame[1]
         version = struct.unpack(">H", frame[1][:2])[0]  # 10 bytes at least: the nonce matched
         if version != VERSION:
             self.close()
@@ -186,6 +189,7 @@ class Channel:
         """A session on a socket that is already connected and past its hello."""
         ch = cls.__new__(cls)
         ch.what, ch.sock, ch._decoder, ch._pending = what, sock, Decoder(), []
+        ch._hello_answer = None
         return ch
 
     def close(self) -> None:
@@ -206,22 +210,27 @@ class Channel:
 
     def receive(self, timeout: float | None = None, *,
                 quiet: bool = False) -> tuple[int, bytes] | None:
-        """The next frame (None: ``timeout`` s passed); the guest going away is an error."""
+        """The next frame (None: ``timeout`` s passed); the guest going away is an error. A
+        repeat of this session's hello answer (the answer to a retried hello) is skipped."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while not self._pending:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return None
-            ready, _, _ = select.select([self.sock], [], [], left)
-            if not ready:
-                continue
-            data = self.sock.recv(1 << 20)
-            if not data:
-                if quiet:
+        while True:
+            while not self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     return None
-                raise MinivmError(f"{self.what}: the control channel closed (the VM stopped?)")
-            self._pending.extend(self._decoder.feed(data))
-        return self._pending.pop(0)
+                ready, _, _ = select.select([self.sock], [], [], left)
+                if not ready:
+                    continue
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    if quiet:
+                        return None
+                    raise MinivmError(f"{self.what}: the control channel closed (the VM "
+                                      "stopped?)")
+                self._pending.extend(self._decoder.feed(data))
+            frame = self._pending.pop(0)
+            if frame != (R_HELLO, self._hello_answer):
+                return frame
 
     def expect(self, *kinds: int) -> bytes:
         """The next frame's payload, which must be one of ``kinds`` (ERROR raises GuestError)."""
