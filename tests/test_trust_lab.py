@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,9 @@ def test_the_older_layout_is_not_moved_under_a_running_node(tmp_path: Path) -> N
     state_dir = old_layout(tmp_path, ["r1"])
     qmp = state_dir / "r1" / "qmp.sock"  # a running node's command line names its QMP socket
     sleeper = subprocess.Popen(["sh", "-c", "sleep 60", str(qmp)])
+    cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
+    while str(qmp).encode() not in cmdline.read_bytes():  # until the fork has become sh
+        time.sleep(0.01)
     try:
         record = lab_state.NodeRecord(pid=sleeper.pid, qmp=qmp, console="unix:x",
                                       monitor=qmp, accel="tcg", started=0, node_id="n",
