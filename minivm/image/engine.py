@@ -175,8 +175,9 @@ def resolve_for_platform(client: APIClient, ref: str, platform: str, *,
         reason = " ".join(str(getattr(e, "explanation", None) or e).split())[:160]
     if image_platform(client, ref) == platform:
         return str(client.inspect_image(ref)["Id"])
-    have = f"the engine has it for {found} only" if found else "the engine does not have it"
-    raise MinivmError(f"image {ref} is not available for {platform}: {have}"
+    what = (f"image {ref} is not available for {platform}: the engine has it for {found} only"
+            if found else f"no such image: {ref} for {platform}: the engine does not have it")
+    raise MinivmError(what
                       + (f", and the pull failed ({reason})" if reason else ""),
                       hint=f"docker pull --platform {platform} {ref}, or docker load a "
                            f"{platform} archive" + (f" tagged {copy}" if copy else ""))
