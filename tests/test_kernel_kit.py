@@ -218,7 +218,7 @@ def test_cli_json(kit: kernel.Kit):
     data = json.loads(proc.stdout)
     assert data["cached"] is True and data["kernel_version"] == kit.kernel_version
     assert {role: (f["md5"], f["size"]) for role, f in data["files"].items()} == {
-        role: (f["md5"], f["size"]) for role, f in kit.manifest["files"].items()}
+        role: (f.md5, f.size) for role, f in kit.manifest.files.items()}
     assert set(data["files"]) == {"kernel", "initrd", "modules"}
     assert "check" in data["seconds"]
 
