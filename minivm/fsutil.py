@@ -51,11 +51,8 @@ def remove(path: Path) -> None:
 
 def md5_file(path: Path) -> str:
     """The md5 of a file, as GNS3 lists it (32 lowercase hex digits)."""
-    digest = hashlib.md5()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def sha256_tree(root: Path, *, exclude: Collection[str] = ()) -> str:

@@ -122,11 +122,8 @@ def _file_key(path: Path) -> str:
 
 def _content_key(path: Path) -> str:
     """A kernel by its bytes: every bundle holds its own copy or link of the kit's."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _host_key() -> str:
