@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from minivm import hostfacts
 from minivm.vm import accel
 from tests import kvm_standin
 
@@ -20,10 +21,10 @@ from tests import kvm_standin
 def test_probe_init_prints_the_marker_and_exits(tmp_path: Path) -> None:
     """The probe's /init is a real x86-64 program: run it here."""
     program = tmp_path / "init"
-    program.write_bytes(accel.probe_init())
+    program.write_bytes(hostfacts.probe_init())
     program.chmod(0o755)
     done = subprocess.run([str(program)], capture_output=True, timeout=10)
-    assert (done.returncode, done.stdout) == (0, accel.MARKER + b"\n")
+    assert (done.returncode, done.stdout) == (0, hostfacts.MARKER + b"\n")
 
 
 def test_standin_rewrites_only_kvm_boots_of_a_kernel() -> None:
@@ -42,17 +43,17 @@ def half_working_kvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = kvm_standin.install(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
     monkeypatch.setenv("MINIVM_CACHE_DIR", str(tmp_path / "cache"))
-    if not os.access(accel.KVM_DEVICE, os.R_OK | os.W_OK):
+    if not os.access(hostfacts.KVM_DEVICE, os.R_OK | os.W_OK):
         device = tmp_path / "kvm"
         device.write_bytes(b"")
-        monkeypatch.setattr(accel, "KVM_DEVICE", str(device))
+        monkeypatch.setattr(hostfacts, "KVM_DEVICE", str(device))
     return folder
 
 
 @pytest.mark.boot
 def test_probe_guest_boots_under_tcg(kit) -> None:
     """The probe's initramfs works: under TCG the kit's kernel reaches the marker."""
-    ok, why = accel.boot_to_marker(kit.kernel, "tcg", timeout=60)
+    ok, why = hostfacts.boot_to_marker(kit.kernel, "tcg", timeout=60)
     assert ok, why
 
 
@@ -61,9 +62,9 @@ def test_auto_picks_tcg_when_linux_does_not_boot_under_kvm(kit, half_working_kvm
                                                            ) -> None:
     chosen = accel.choose("auto", kernels=[kit.kernel])
     assert chosen == "tcg"
-    verdict = accel.verdict_path(kit.kernel)
+    verdict = hostfacts.verdict_path(kit.kernel)
     data = json.loads(verdict.read_text())
     assert data["kvm"] is False and "user space" in data["why"], data
-    ok, why = accel.kernel_boots_under_kvm(kit.kernel)  # the cached verdict, no second probe
+    ok, why = hostfacts.kernel_boots_under_kvm(kit.kernel)  # the cached verdict, no second probe
     assert not ok and "cached" in why
     assert accel.choose("tcg", kernels=[kit.kernel]) == "tcg"

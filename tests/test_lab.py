@@ -281,9 +281,8 @@ def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) ->
     """A KVM that passed the probe once (the verdict says yes) but runs no Linux now: the node
     prints nothing, is started again under TCG with one warning line, and boots; the verdict
     is turned to no, so the next `up` picks TCG at once."""
-    from minivm import paths
+    from minivm import hostfacts, paths
     from minivm.gns3 import reader
-    from minivm.vm import accel
     from tests import kvm_standin
 
     folder = kvm_standin.install(tmp_path / "bin")
@@ -291,14 +290,14 @@ def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) ->
     kernel = reader.load(bundle).kernel
     assert kernel is not None
     # the verdict is keyed by the QEMU the lab will find on PATH: the stand-in
-    verdict = accel.record_verdict(kernel, True, "seeded by the test",
-                                   qemu=str(folder / kvm_standin.NAME))
+    verdict = hostfacts.record_verdict(kernel, True, "seeded by the test",
+                                       qemu=str(folder / kvm_standin.NAME))
     assert verdict.is_relative_to(paths.cache_dir())
     path = tmp_path / "lab.yaml"
     path.write_text(json.dumps({"accel": "auto", "nodes": {"r1": {"appliance": str(bundle)}}}))
     try:
-        if not os.access(accel.KVM_DEVICE, os.R_OK | os.W_OK):
-            pytest.skip(f"{accel.KVM_DEVICE} is not here: auto never tries KVM")
+        if not os.access(hostfacts.KVM_DEVICE, os.R_OK | os.W_OK):
+            pytest.skip(f"{hostfacts.KVM_DEVICE} is not here: auto never tries KVM")
         up = subprocess.run([*MINIVM, "lab", "up", str(path), "--wait", READY, "--timeout",
                              "300"], capture_output=True, text=True, timeout=400, env=env,
                             cwd=REPO)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from minivm import lab
+from minivm import hostfacts, lab
 from minivm.errors import MinivmError
 from minivm.gns3 import reader
 from minivm.gns3.machine import machine_from_appliance
@@ -223,8 +223,8 @@ def test_accel_choice() -> None:
 def test_auto_probes_kvm_and_says_why() -> None:
     """Here /dev/kvm answers but a guest hangs: the probe (bounded by its own timeout) says
     so, and auto uses TCG."""
-    accel.kvm_works.cache_clear()
-    works, why = accel.kvm_works()
+    hostfacts.kvm_works.cache_clear()
+    works, why = hostfacts.kvm_works()
     assert why == "a KVM guest ran" if works else why.startswith(
         ("/dev/kvm is missing", "a KVM guest did not run within", "KVM failed: ")), why
     chosen = accel.choose("auto")

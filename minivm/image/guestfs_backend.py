@@ -7,8 +7,8 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
+from minivm import hostfacts
 from minivm.errors import MinivmError
-from minivm.vm import accel
 
 DEVICE = "/dev/sda"
 INSTALL_HINT = ("install libguestfs with `sudo apt-get install libguestfs-tools python3-guestfs "
@@ -18,7 +18,7 @@ INSTALL_HINT = ("install libguestfs with `sudo apt-get install libguestfs-tools 
 def handle() -> Any:
     """A new guestfs handle (direct backend), or a MinivmError saying what is missing."""
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    if "LIBGUESTFS_BACKEND_SETTINGS" not in os.environ and not accel.host_linux_under_kvm()[0]:
+    if "LIBGUESTFS_BACKEND_SETTINGS" not in os.environ and not hostfacts.host_linux_under_kvm()[0]:
         os.environ["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"  # KVM would hang its appliance
     try:
         import guestfs

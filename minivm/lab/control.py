@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from minivm import hostfacts
 from minivm.errors import MinivmError
 from minivm.fsutil import remove
 from minivm.gns3.machine import machine_from_appliance
@@ -174,7 +175,7 @@ def _restart_silent_under_tcg(lab: Lab, state: State, names: list[str], holders:
         vmctl.stop(rec.pid, None)
         kernel = lab.nodes[name].appliance.kernel
         if kernel is not None:
-            accel_mod.record_verdict(kernel, False, f"node {name} printed nothing on its "
+            hostfacts.record_verdict(kernel, False, f"node {name} printed nothing on its "
                                                     f"console {KVM_SILENCE:.0f} s into its boot")
         port = int(rec.console.rsplit(":", 1)[1]) if rec.console.startswith("telnet:") else None
         state.nodes[name] = _start_node(lab, state, name, "tcg", [], holders, created,

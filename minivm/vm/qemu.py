@@ -45,6 +45,7 @@ from typing import Literal
 
 from minivm.errors import MinivmError
 from minivm.fsutil import atomic_path
+from minivm.hostfacts import KVM_ARGS
 from minivm.kinds import ConsoleKind
 from minivm.run import run
 from minivm.vm import options
@@ -184,7 +185,7 @@ def _chardev_path(value: Path | str) -> str:
 def accel_args(accel: str, tb_size: int | None = None) -> list[str]:
     """QEMU's accelerator arguments, as GNS3 spells them for KVM."""
     if accel == "kvm":
-        return ["-enable-kvm", "-machine", "smm=off"]
+        return list(KVM_ARGS)
     return ["-accel", "tcg" if tb_size is None else f"tcg,tb-size={tb_size}"]
 
 
