@@ -23,7 +23,7 @@ from minivm.fsutil import file_record, remove, sha256_tree
 from minivm.image import disk, engine, inject, layers
 from minivm.image.archive import open_archive
 from minivm.image.config import SHADOWED, ImageConfig, short_id
-from minivm.image.rootfs import RootfsStats, compose
+from minivm.image.rootfs import RootfsStats, compose, run_config
 from minivm.image.source import Kind, Source, classify
 from minivm.image.tarstream import Entry, read_entries
 from minivm.paths import ROOT_LABEL, build_dir, init_dir
@@ -83,6 +83,7 @@ def build(
         key = cache.key(image=image_id, **inputs)
         if not force and (record := cache.fresh(folder, key)):
             return _cached(record, folder, reporter, started)
+        run_config(config, name=source.name)  # what the init cannot carry fails first
         injection = inject.prepare(reporter=reporter, platform=platform)
         qcow2 = folder / f"{source.name}-{short_id(image_id)}.qcow2"
         composed = compose(entries, config=config, name=source.name, injection=injection.root,
