@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from tests import gns3_env
+from tests.cli import MINIVM, REPO
 from tests.ports import free_port
 
 USER = "admin"
@@ -177,3 +178,12 @@ def add_compute(controller: Server, compute: Server, name: str,
                   "user": COMPUTE_USER, "password": COMPUTE_PASSWORD, "name": name})
     r.raise_for_status()
     return dict(r.json())
+
+
+def minivm(*args: str | Path, password: str = PASSWORD,
+           timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``minivm ARGS...`` with the test servers' credentials in its environment."""
+    env = {**os.environ, "MINIVM_GNS3_USER": USER, "MINIVM_GNS3_PASSWORD": password}
+    env.pop("MINIVM_GNS3_URL", None)
+    return subprocess.run([*MINIVM, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)

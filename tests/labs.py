@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 from minivm.gns3 import appliance
-from minivm.image import build
+from minivm.image import build, inject
 from minivm.kit import kernel
+from minivm.platforms import host
 from minivm.ui import QUIET
 from tests.cli import MINIVM, cli
 from tests.imagefactory import alpine_lookalike
@@ -19,9 +20,15 @@ READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh)
 
 def lookalike_bundle(out: Path, kit: kernel.Kit) -> Path:
     """alpine-minivm's look-alike (busybox userland) built under ``out`` as a .gns3a bundle
-    booting ``kit``."""
-    context = alpine_lookalike(out / "ctx")
-    result = build.build(str(context), reporter=QUIET, output_dir=out / "build")
+    booting ``kit``, for the kit's platform (another platform's busybox is the toolbox's of the
+    init built for it)."""
+    platform = kit.platform
+    busybox = None
+    if platform is not host():
+        busybox = inject.prepare(reporter=QUIET, platform=platform).root / ".minivm/bin/busybox"
+    context = alpine_lookalike(out / "ctx", busybox)
+    result = build.build(str(context), reporter=QUIET, output_dir=out / "build",
+                         platform=platform)
     return appliance.write_bundle(result.name, reporter=QUIET, folder=result.folder,
                                   kit=kit).path
 
@@ -63,3 +70,20 @@ def sh(lab_file: Path, node: str, command: str, timeout: float = 60) -> str:
     assert done.returncode == 0, f"{node}: {command!r} exit {done.returncode}:\n" \
                                  f"{done.stdout}{done.stderr}"
     return done.stdout
+
+
+def ip(address: str, device: str = "eth0", gateway: str = "") -> str:
+    """The kernel argument ``ip=`` giving ``device`` a static ``address`` (CIDR)."""
+    return f"ip={address}::{gateway}::{'':s}:{device}:off"
+
+
+def fsck_overlay(overlay: Path, tmp: Path) -> str:
+    """e2fsck -fn on the overlay's filesystem (flattened with qemu-img, nothing mounted)."""
+    raw = tmp / f"{overlay.parent.name}-{overlay.stem}.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(raw)], check=True)
+    try:
+        done = subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+    finally:
+        raw.unlink()

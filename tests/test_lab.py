@@ -26,14 +26,11 @@ from minivm import lab
 from minivm.vm import console
 from minivm.vm.console import CURSOR_REPORT
 from tests.cli import MINIVM, cli
-from tests.labs import READY, variant, write_lab
+from tests.labs import READY, fsck_overlay, ip, variant, write_lab
 from tests.ports import free_udp_ports
+from tests.terminal import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def ip(address: str, device: str = "eth0", gateway: str = "") -> str:
-    return f"ip={address}::{gateway}::{'':s}:{device}:off"
 
 
 def session(path: Path, node: str) -> console.Session:
@@ -47,18 +44,6 @@ def check(s: console.Session, command: str, timeout: float = 60) -> str:
     code, out = s.run(command, timeout)
     assert code == 0, f"{command!r} failed ({code}):\n{out}"
     return out
-
-
-def fsck_overlay(overlay: Path, tmp: Path) -> str:
-    """e2fsck -fn on the overlay's filesystem (flattened with qemu-img, nothing mounted)."""
-    raw = tmp / f"{overlay.parent.name}-{overlay.stem}.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(raw)], check=True)
-    try:
-        done = subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-    finally:
-        raw.unlink()
 
 
 @pytest.mark.boot
@@ -315,35 +300,14 @@ def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) ->
 
 @pytest.mark.boot
 def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*MINIVM, "run", str(bundle), "--accel", "tcg", "--append",
-                             "single"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO)
-    os.close(slave)
-    buf = b""
-
-    def expect(pattern: bytes, timeout: float) -> None:
-        nonlocal buf
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, buf):
-            left = deadline - time.monotonic()
-            assert left > 0, f"{pattern!r} not seen:\n{buf[-2000:].decode(errors='replace')}"
-            if select.select([master], [], [], min(left, 0.5))[0]:
-                data = os.read(master, 65536)
-                if b"\x1b[6n" in data:
-                    os.write(master, CURSOR_REPORT)  # answer as a terminal would
-                buf += data
-
-    try:
-        expect(rb"single-user shell before mounting the root", 120)
-        expect(rb"\(initramfs\) [^\n]*# ", 30)
-        assert b"Welcome to" not in buf
-        os.write(master, b"exit\r")
-        expect(READY.encode(), 120)
-        os.write(master, b"echo $((6*7))\r")
-        expect(rb"\n42", 30)
-        os.write(master, b"\x1d")  # Ctrl-]: detach, which powers the VM off
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
+    with Terminal([*MINIVM, "run", bundle, "--accel", "tcg", "--append", "single"],
+                  cwd=REPO) as term:
+        term.expect(rb"single-user shell before mounting the root", 120)
+        term.expect(rb"\(initramfs\) [^\n]*# ", 30)
+        assert b"Welcome to" not in term.output
+        term.send(b"exit\r")
+        term.expect(READY.encode(), 120)
+        term.send(b"echo $((6*7))\r")
+        term.expect(rb"\n42", 30)
+        term.send(b"\x1d")  # Ctrl-]: detach, which powers the VM off
+        assert term.wait(timeout=30) == 0
