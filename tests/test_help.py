@@ -45,3 +45,9 @@ def test_paragraphs_are_rewrapped_and_brackets_are_text(help_text) -> None:
     assert "HOST_PORT:GUEST_PORT[/tcp|/udp]" in run  # was read as rich markup: a traceback
     (channel,) = [line for line in run.splitlines() if "Its adapters are not connected" in line]
     assert "listens on DISK_DIR/control.sock." in channel
+
+
+def test_an_example_stands_on_its_own_line(help_text) -> None:
+    lines = [line.strip(" │") for line in help_text(["lab", "exec"]).splitlines()]
+    assert "Example: minivm lab exec lab.yaml r1 -- sh -c 'ip addr'" in lines
+    assert any(line.endswith("serves a virtio-serial port.") for line in lines)

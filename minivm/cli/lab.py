@@ -180,7 +180,8 @@ def exec_(lab_file: LabFile, node: Node,
     folder; stdout and stderr apart; its exit code (127: not found, 126: not executable).
 
     No network is needed in the guest: the init serves a virtio-serial port.
-    Example: minivm lab exec lab.yaml r1 -- sh -c 'ip addr'
+
+    Example: `minivm lab exec lab.yaml r1 -- sh -c 'ip addr'`
     """
     variables: dict[str, str] = {}
     for item in env or []:
