@@ -29,6 +29,11 @@ TREE = "tree"
 SOURCE_DATE_EPOCH = "1700000000"
 # What the engine adds to every exported container, not part of the tree.
 SKIP_TOP = {"dev", "proc", "sys", ".dockerenv"}
+# tarfile's extraction filter, where this Python has one (3.11.4 on): "fully_trusted", as the
+# tree is minivm's own init build, checked member by member in _extract, and its modes
+# (setuid, group-writable) and owners must reach the image exactly; the "data" and "tar"
+# filters would change them, and "data" refuses the guest's absolute symlinks.
+HAS_FILTERS = hasattr(tarfile, "data_filter")
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,15 @@ def prepare(*, reporter: Reporter, source: Path | None = None,
 
 def _extract(stream: BinaryIO, dest: Path) -> None:
     """Unpack the exported tree: directories, files and symlinks only, engine artifacts left
-    out, nothing outside ``dest``."""
+    out, nothing outside ``dest`` (an absolute name, a ``..`` or a path through a symlink is
+    refused), each member's mode and owner exactly as built."""
     dest.mkdir()
+    top = dest.resolve()
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
+            if info.name.startswith("/") or ".." in info.name.split("/"):
+                raise MinivmError(f"the init build holds a path outside its tree: "
+                                  f"{info.name!r}")
             name = info.name.removeprefix("./").strip("/")
             if not name or name.split("/")[0] in SKIP_TOP:
                 continue
@@ -88,9 +98,15 @@ def _extract(stream: BinaryIO, dest: Path) -> None:
                 continue
             if not (info.isdir() or info.isreg() or info.issym()):
                 continue
-            if ".." in name.split("/"):
-                raise MinivmError(f"the init build holds a path outside its tree: {name}")
-            tar.extract(info, dest, set_attrs=True)
+            # Symlink targets are the guest's paths (often absolute): never followed here, as
+            # no member is written through a symlink, nor over one.
+            target = dest / name
+            if not (target.parent if info.issym() else target).resolve().is_relative_to(top):
+                raise MinivmError(f"the init build holds a path through a symlink: {name!r}")
+            if HAS_FILTERS:
+                tar.extract(info, dest, set_attrs=True, filter="fully_trusted")
+            else:
+                tar.extract(info, dest, set_attrs=True)
     for path in sorted(dest.rglob("*"), reverse=True):  # folders the artifacts left empty
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
