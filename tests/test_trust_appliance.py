@@ -94,6 +94,30 @@ HOSTILE = [
     ("-accel tcg", "-accel"),
     ("--serial file:/tmp/x", "--serial"),
     ("-cpu", "needs a value"),
+    # arm64 (qemu-system-aarch64 -machine virt): its file-reading properties and devices
+    ("-machine virt,dtb=/etc/passwd", "'dtb'"),
+    ("-machine virt,gic-version=max,dumpdtb=/tmp/x", "'dumpdtb'"),
+    ("-M virt,firmware=/etc/passwd", "'firmware'"),
+    ("-machine virt,kernel=/etc/passwd", "'kernel'"),
+    ("-machine virt,initrd=/etc/passwd", "'initrd'"),
+    ("-machine virt,append=init=/bin/sh", "'append'"),
+    ("-machine virt,memory-backend=ram0", "'memory-backend'"),
+    ("-machine virt,accel=kvm", "'accel'"),
+    ("-machine virt,confidential-guest-support=sev0", "'confidential-guest-support'"),
+    ("-dtb /etc/passwd", "-dtb"),
+    ("-bios /etc/passwd", "-bios"),
+    ("-pflash /etc/passwd", "-pflash"),
+    ("-device virtio-9p-device,fsdev=f,mount_tag=m", "-device virtio-9p-device"),
+    ("-device virtio-9p-pci,fsdev=f,mount_tag=m", "-device virtio-9p-pci"),
+    ("-device virtio-input-host-device,evdev=/dev/input/event0", "virtio-input-host-device"),
+    ("-device virtio-input-host-pci,evdev=/dev/input/event0", "virtio-input-host-pci"),
+    ("-device virtio-blk-device,drive=drive0", "-device virtio-blk-device"),
+    ("-device virtio-serial-device", "-device virtio-serial-device"),
+    ("-device virtio-crypto-device,cryptodev=c0", "-device virtio-crypto-device"),
+    ("-device virtio-mem-pci,memdev=m0", "-device virtio-mem-pci"),
+    ("-device virtio-net-device,netdev=gns3-0", "netdev"),
+    ("-device virtio-gpu-device,romfile=/etc/passwd", "romfile"),
+    ("-device vhost-vsock-device,guest-cid=3", "-device vhost-vsock-device"),
 ]
 SAFE = [
     "", "-device virtio-rng-pci", "-cpu max,+avx2,-x2apic,kvm=off -smp 1,cores=1 -m 512M",
@@ -103,6 +127,21 @@ SAFE = [
     "-smbios 'type=1,manufacturer=ACME Labs,product=Router 9000,serial=XYZ-1'",
     "--no-shutdown -device i6300esb -overcommit mem-lock=off",
 ]
+# What an arm64 appliance (qemu-system-aarch64 -machine virt) may legitimately add.
+SAFE_ARM64 = [
+    "-machine virt,gic-version=max -cpu max",  # the platform's own (minivm.platforms.ARM64)
+    "-M virt,gic-version=3,its=on,highmem=on -cpu cortex-a72",
+    "-machine virt,virtualization=on,secure=off,mte=off,iommu=smmuv3 -cpu cortex-a57",
+    "-machine type=virt,gic-version=2,dtb-randomness=off,default-bus-bypass-iommu=off "
+    "-cpu max,pauth-impdef=on,sve=off -m 256M",
+    "-machine virt -cpu max -device virtio-rng-device -device virtio-balloon-device "
+    "-device virtio-net-device,mac=0e:00:00:00:00:09 -device virtio-tablet-device "
+    "-device virtio-keyboard-device -device virtio-mouse-device -device virtio-scsi-device",
+    "-machine virt -cpu max -device virtio-rng-pci -device virtio-iommu-pci "
+    "-device virtio-gpu-device -device qemu-xhci -device usb-kbd -device pcie-root-port,id=rp1",
+]
+# KVM only (the host's CPU): QEMU refuses it under TCG, an appliance may still name it
+SAFE_ARM64_KVM = ["-machine virt,gic-version=host -cpu host"]
 
 
 @pytest.mark.parametrize(("text", "named"), HOSTILE)
@@ -115,9 +154,15 @@ def test_hostile_options_are_refused_naming_the_option(text: str, named: str) ->
     options.check(shlex.split(text), where="x.gns3a", allow_unsafe=True)  # the user's call
 
 
-@pytest.mark.parametrize("text", SAFE)
+@pytest.mark.parametrize("text", SAFE + SAFE_ARM64 + SAFE_ARM64_KVM)
 def test_safe_options_pass(text: str) -> None:
     assert options.problem(shlex.split(text)) is None
+
+
+def test_the_arm64_platform_options_pass() -> None:
+    from minivm.platforms import ARM64
+
+    assert options.problem(ARM64.machine_options) is None
 
 
 def test_the_shipped_default_options_pass() -> None:
@@ -128,14 +173,18 @@ def test_the_shipped_default_options_pass() -> None:
 
 
 @pytest.mark.boot
-def test_qemu_accepts_every_safe_option_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("binary", "sets"), [("qemu-system-x86_64", SAFE[1:]),
+                                              ("qemu-system-aarch64", SAFE_ARM64)],
+                         ids=["x86_64", "aarch64"])
+def test_qemu_accepts_every_safe_option_set(tmp_path: Path, binary: str,
+                                            sets: list[str]) -> None:
     """QEMU itself takes each allowed set: started paused (-S) and daemonized (it returns once
     its devices are made, or fails naming the bad one), then stopped."""
-    for i, text in enumerate(SAFE[1:]):
+    for i, text in enumerate(sets):
         words = tuple(w for w in shlex.split(text) if w != "-nographic")  # not with -daemonize
         pidfile = tmp_path / f"{i}.pid"
         m = qemu.Machine(name="n", node_id=NODE, ram=64, options=words, paused=True,
-                         daemonize=True, pidfile=pidfile)
+                         daemonize=True, pidfile=pidfile, qemu=binary)
         done = subprocess.run(qemu.command_line(m), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (text, done.stderr)
         pid = int(pidfile.read_text())

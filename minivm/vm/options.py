@@ -41,7 +41,11 @@ DEVICES = frozenset((
     "piix3-usb-uhci", "ich9-usb-ehci1", "usb-ehci", "i6300esb", "ib700", "pvpanic", "sga",
     "VGA", "cirrus-vga", "virtio-vga", "virtio-gpu-pci", "bochs-display", "secondary-vga",
     "pci-bridge", "pcie-pci-bridge", "i82801b11-bridge", "pcie-root-port", "virtio-scsi-pci",
-    "ahci", "lsi53c895a", "intel-iommu", "vmcoreinfo"))
+    "ahci", "lsi53c895a", "intel-iommu", "vmcoreinfo",
+    # arm64's `virt` (qemu-system-aarch64): the same virtio devices on virtio-mmio, and IOMMU
+    "virtio-net-device", "virtio-rng-device", "virtio-balloon-device", "virtio-keyboard-device",
+    "virtio-mouse-device", "virtio-tablet-device", "virtio-gpu-device", "virtio-scsi-device",
+    "virtio-iommu-pci", "virtio-iommu-device"))
 DEVICE_KEYS: dict[str, re.Pattern[str]] = {
     **{k: VALUE for k in ("id", "bus", "addr", "mac", "multifunction", "speed", "duplex",
                           "vectors", "mq", "rombar", "bootindex", "chassis", "chassis_nr",
@@ -53,7 +57,10 @@ DEVICE_KEYS: dict[str, re.Pattern[str]] = {
 MACHINE_KEYS = {k: VALUE for k in (
     "type", "usb", "smm", "vmport", "kernel_irqchip", "kernel-irqchip", "hpet", "pit", "pic",
     "sata", "i8042", "acpi", "graphics", "mem-merge", "dump-guest-core", "max-ram-below-4g",
-    "smbus", "suppress-vmdesc", "gic-version")}
+    "smbus", "suppress-vmdesc",
+    # arm64's `virt`: the interrupt controller, the CPU's extensions, the IOMMU
+    "gic-version", "its", "highmem", "secure", "virtualization", "mte", "ras", "iommu",
+    "default-bus-bypass-iommu", "dtb-randomness", "dtb-kaslr-seed")}
 SMBIOS_KEYS = {"type": NUMBER, **{k: TEXT for k in (
     "vendor", "version", "date", "release", "uefi", "manufacturer", "product", "serial",
     "uuid", "sku", "family", "asset", "location", "part", "speed", "max-speed",
