@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from minivm import __version__
-from minivm.fsutil import atomic_write_bytes
+from minivm.fsutil import FileRecord, atomic_write_bytes
+from minivm.image.config import ImageConfig
 
 RECORD = "build.json"
 
@@ -34,8 +35,8 @@ class BuildRecord:
     source: str
     image_id: str
     backend: str
-    outputs: dict[str, dict[str, Any]]
-    config: dict[str, Any] = field(default_factory=dict)  # ImageConfig.to_json()
+    outputs: dict[str, FileRecord]
+    config: ImageConfig = field(default_factory=lambda: ImageConfig(image_id=""))
     context_key: str | None = None
     source_id: str | None = None
     platform: str = "linux/amd64"  # Docker's platform of the image (and of the kit it needs)
@@ -47,19 +48,26 @@ class BuildRecord:
     @property
     def root(self) -> Path:
         """The root disk (a path; it may have gone since)."""
-        return Path(self.outputs.get("root", {}).get("path", ""))
+        root = self.outputs.get("root")
+        return Path(root.path if root else "")
 
     @property
     def labels(self) -> dict[str, str]:
-        return dict(self.config.get("labels") or {})
+        return dict(self.config.labels)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "outputs": {k: v.to_json() for k, v in self.outputs.items()},
+                "config": self.config.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BuildRecord:
         """The record ``build.json`` holds; KeyError/TypeError when it is not one."""
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        if not isinstance(known["outputs"], dict):
+            raise TypeError("outputs is not an object")
+        known["outputs"] = {str(k): FileRecord.from_json(v) for k, v in known["outputs"].items()}
+        if "config" in known:
+            known["config"] = ImageConfig.from_json(known["config"])
         return cls(**known)
 
 
@@ -77,8 +85,8 @@ def fresh(folder: Path, cache_key: str) -> BuildRecord | None:
     if not record or record.key != cache_key:
         return None
     for output in record.outputs.values():
-        path = Path(output["path"])
-        if not path.is_file() or path.stat().st_size != output["size"]:
+        path = Path(output.path)
+        if not path.is_file() or path.stat().st_size != output.size:
             return None
     return record
 

@@ -8,6 +8,7 @@ import shutil
 import stat
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -78,9 +79,31 @@ def sha256_tree(root: Path, *, exclude: Collection[str] = ()) -> str:
     return digest.hexdigest()
 
 
-def file_record(path: Path) -> dict[str, object]:
-    """Path, size and md5 of an output file, as --json reports it."""
-    return {"path": str(path), "size": path.stat().st_size, "md5": md5_file(path)}
+@dataclass(frozen=True)
+class FileRecord:
+    """An output file: its path, size and md5 (as build.json keeps it and --json reports it)."""
+
+    path: str
+    size: int
+    md5: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "md5": self.md5}
+
+    @classmethod
+    def from_json(cls, data: object) -> FileRecord:
+        """TypeError when ``data`` is not one."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a file record is an object, not {type(data).__name__}")
+        path, size, md5 = data.get("path"), data.get("size"), data.get("md5", "")
+        if not (isinstance(path, str) and isinstance(size, int) and isinstance(md5, str)):
+            raise TypeError("a file record has a path, a size and an md5")
+        return cls(path, size, md5)
+
+
+def file_record(path: Path) -> FileRecord:
+    """Path, size and md5 of an output file."""
+    return FileRecord(str(path), path.stat().st_size, md5_file(path))
 
 
 def plain_name_problem(name: str) -> str | None:

@@ -75,7 +75,8 @@ def _build_one(source: str, platform: Platform, report: Reporter, *, size: str |
         "appliance": bundle.to_json() if bundle else None,
         "docker_appliance": docker_bundle.to_json() if docker_bundle else None,
         "name": result.name, "platform": platform.text, "image_id": result.image_id,
-        "cached": result.cached, "backend": result.backend, "outputs": record.outputs,
+        "cached": result.cached, "backend": result.backend,
+        "outputs": {role: f.to_json() for role, f in record.outputs.items()},
         "seconds": dict(report.seconds),  # this run's stages
         "built_seconds": record.seconds,  # the stages of the build that made it
     }

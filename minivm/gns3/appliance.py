@@ -91,8 +91,8 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     how = {role: place(path, folder / path.name)
            for role, path in kit_files.items() if path is not None}
     made = {role: (f.size, f.md5) for role, f in kit.manifest.files.items()}
-    built = record.outputs.get("root") or {}
-    files = {"root": _file("root", root, image12, (built.get("size"), built.get("md5"))),
+    built = record.outputs.get("root")
+    files = {"root": _file("root", root, image12, (built.size, built.md5) if built else None),
              "kernel": _file("kernel", folder / kit.kernel.name, kit.kernel_version,
                              made.get("kernel")),
              "initrd": _file("initrd", folder / kit.initrd.name, kit.folder.name,

@@ -84,8 +84,7 @@ def values(name: str, meta: Metadata, record: cache.BuildRecord, *, version: str
     """Everything the template needs, computed from metadata, the build, the appliance's
     ``version`` and its files by role."""
     config = record.config
-    command = " ".join(shlex.quote(w) for w in [*(config.get("entrypoint") or []),
-                                                *(config.get("cmd") or [])])
+    command = " ".join(shlex.quote(w) for w in [*config.entrypoint, *config.cmd])
     shell = bool(re.search(r"(^|/)(sh|bash|ash|init\.sh)(\s|$)", command)) or not command
     usage = render(USAGE_TEMPLATE, usage=(meta.usage or "").strip(), command=command,
                    shell=shell, root_label=ROOT_LABEL, name=name).strip()

@@ -99,7 +99,7 @@ def build(
     record = cache.BuildRecord(
         key=key, context_key=context_key, name=source.name, source=source.text,
         source_id=source.identity, platform=platform.text, image_id=image_id,
-        config=config.to_json(),
+        config=config,
         backend=result.backend, fs_size=result.fs_size, content_bytes=result.content_bytes,
         entries=result.entries, outputs={"root": file_record(qcow2)},
         seconds=dict(reporter.seconds))
@@ -133,8 +133,7 @@ def _cached(record: cache.BuildRecord, folder: Path, reporter: Reporter,
     reporter.seconds = {"total": round(time.monotonic() - started, 3)}
     reporter.info(f"[green]✓[/] up to date (image {short_id(record.image_id)} and injected "
                   f"files unchanged): {qcow2}")
-    config = ImageConfig(**record.config)
-    return BuildResult(record.name, folder, qcow2, record.image_id, config, record.backend,
+    return BuildResult(record.name, folder, qcow2, record.image_id, record.config, record.backend,
                        True, record)
 
 

@@ -62,6 +62,13 @@ class ImageConfig:
             "exposed_ports": self.exposed_ports, "labels": self.labels, "created": self.created,
         }
 
+    @classmethod
+    def from_json(cls, data: object) -> ImageConfig:
+        """What :meth:`to_json` wrote (build.json); TypeError when it is not that."""
+        if not isinstance(data, dict) or not isinstance(data.get("image_id"), str):
+            raise TypeError("an image config is an object with an image_id")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
 
 def _strings(config: dict[str, Any], key: str, image_id: str) -> list[str]:
     """A list-of-strings field (absent or null: empty); anything else is an error naming it

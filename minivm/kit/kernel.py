@@ -284,7 +284,7 @@ def load_config(folder: Path, flavour: str | None = None,
 def cache_key(source: Path, config: KitConfig, base_id: str) -> str:
     """The flavour's key: its settings, its platform, its recipe files (those of other
     platforms left out), the shared files, the base image."""
-    shared = {name: file_record(source / name)["md5"] for name in SHARED_FILES
+    shared = {name: file_record(source / name).md5 for name in SHARED_FILES
               if (source / name).is_file()}
     others = set(PLATFORMS) - {config.platform.arch}
     return cache.key(flavour=config.flavour, settings=config.settings, base=base_id,
