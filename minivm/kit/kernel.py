@@ -81,7 +81,8 @@ class KitConfig:
     compression: str = "gzip"
     module_disk: bool = True
     platform: Platform = AMD64
-    settings: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The flavour's whole table as canonical JSON: all of it goes into the kit's key.
+    settings: str = field(default="{}", compare=False)
 
     @property
     def dockerfile(self) -> str:
@@ -254,7 +255,7 @@ def load_config(folder: Path, flavour: str | None = None,
             blacklist=tuple(map(str, table.get("blacklist", []))),
             compression=str(table.get("compression", "gzip")),
             module_disk=bool(table.get("module_disk", True)),
-            platform=platform, settings=dict(table),
+            platform=platform, settings=cache.dump(table),
         )
     except KeyError as e:
         raise MinivmError(f"{where} lacks the key {e.args[0]!r}",
@@ -287,8 +288,8 @@ def cache_key(source: Path, config: KitConfig, base_id: str) -> str:
     shared = {name: file_record(source / name).md5 for name in SHARED_FILES
               if (source / name).is_file()}
     others = set(PLATFORMS) - {config.platform.arch}
-    return cache.key(flavour=config.flavour, settings=config.settings, base=base_id,
-                     platform=config.platform.arch, shared=shared,
+    return cache.key(flavour=config.flavour, settings=json.loads(config.settings),
+                     base=base_id, platform=config.platform.arch, shared=shared,
                      recipe=sha256_tree(source / config.recipe, exclude=others))
 
 
