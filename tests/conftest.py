@@ -11,7 +11,7 @@ import pytest
 
 from minivm.image import engine
 from minivm.ui import Reporter
-from tests import marks
+from tests import marks, netns
 from tests.marks import fixture
 
 os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
@@ -109,3 +109,10 @@ def bundle(kernel_kit, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- end kernel kit ----------------------------------------------------------------------------
+
+
+@fixture()
+def peer() -> Iterator[netns.Peer]:
+    """Another host on a veth pair: a network namespace (the tests run as root)."""
+    with netns.peer() as p:
+        yield p

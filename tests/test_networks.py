@@ -1,18 +1,24 @@
-"""The lab file's ``networks:``: segments, their addresses, the names each node resolves, and
-the tunnels each member gets (no VM booted here; see test_segments.py for real ones)."""
+"""The lab file's ``networks:``: segments, their addresses, the names each node resolves, the
+tunnels each member gets, and outside members on another host (no VM booted here; see
+test_segments.py for real ones)."""
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from minivm import lab
 from minivm.errors import MinivmError
-from minivm.lab import networks
+from minivm.lab import networks, switch
 from minivm.lab import ports as lab_ports
 from minivm.vm import qemu
+from tests import netns
 from tests.fakeproject import fake_lab
+from tests.ports import free_udp_ports
 
 NODES = """\
 nodes:
@@ -107,3 +113,54 @@ def test_too_many_names_for_the_kernel_command_line(tmp_path: Path) -> None:
              ", ".join(f"{n}:eth0" for n in names) + "]}\n")
     with pytest.raises(MinivmError, match=r"more than the .* the kernel command line has left"):
         lab.load(fake_lab(tmp_path, text))
+
+
+def test_outside_end_listens_where_its_host_reaches_this_machine(tmp_path: Path) -> None:
+    """127.0.0.1 for a loopback host; else the source address of the kernel's route to the
+    host (here a documentation address: the default route's, or no route at all)."""
+    for host in ("127.0.0.1", "127.0.0.2", "localhost"):
+        assert lab_ports.local_address(host) == "127.0.0.1"
+    route = subprocess.run(["ip", "-4", "route", "get", "192.0.2.7"], capture_output=True,
+                           text=True)
+    if route.returncode == 0:
+        src = re.search(r"\bsrc (\S+)", route.stdout)
+        assert src and lab_ports.local_address("192.0.2.7") == src[1]
+    else:
+        with pytest.raises(MinivmError, match=r"no route to 192\.0\.2\.7"):
+            lab_ports.local_address("192.0.2.7")
+    # a node linked to an outside end listens on that address (QEMU's localaddr=)
+    lab_ = lab.load(fake_lab(tmp_path, NODES.replace(", ip: {lan: 10.77.0.50}", "")
+                             + "links: ['a:eth1 -- udp:192.0.2.7:40001:40000']\n"))
+    tunnels = lab_ports.tunnels(lab_, {"a:eth1": 40000}, "a",
+                                bind={"192.0.2.7": "198.51.100.1"}.__getitem__)
+    assert tunnels == [None, qemu.UdpTunnel(40000, "192.0.2.7", 40001, "198.51.100.1")]
+    assert lab_ports.outside_ends(lab_) == {"a:eth1": lab.External("192.0.2.7", 40001, 40000)}
+
+
+def test_frames_cross_to_an_outside_member_on_another_host(tmp_path: Path,
+                                                           peer: netns.Peer) -> None:
+    """A segment with an outside member on another host (``udp:PEER:...``) and one on this
+    host: the first's plug listens on the address the peer reaches this machine at (not
+    127.0.0.1), and a frame crosses the switch each way (real vde_switch and plugs)."""
+    rport, lport, lo_remote, lo_local = free_udp_ports(4)
+    far = lab.External(peer.address, rport, lport)
+    near = lab.External("127.0.0.1", lo_remote, lo_local)
+    net = networks.Network("lan", (far, near))
+    assert lab_ports.local_address(peer.address) == peer.here
+    rec = switch.start_switch(net, tmp_path / "net-lan")
+    try:
+        for m in (far, near):
+            switch.start_plug(net, rec, m, local_port=m.local_port, folder=tmp_path / "net-lan",
+                              local_host=lab_ports.local_address(m.host),
+                              remote=(m.host, m.remote_port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as here:
+            here.bind(("127.0.0.1", lo_remote))
+            here.settimeout(30)
+            peer.send(netns.frame("from the peer"), (peer.here, lport))
+            while b"from the peer" not in here.recv(65536):
+                pass
+            there = peer.receive(rport, "to the peer")
+            here.sendto(netns.frame("to the peer"), ("127.0.0.1", lo_local))
+            assert there.wait(60) == 0
+    finally:
+        switch.stop(rec)

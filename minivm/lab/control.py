@@ -19,7 +19,15 @@ from minivm.gns3.machine import machine_from_appliance
 from minivm.kinds import ConsoleKind, NodeStatus
 from minivm.lab import switch
 from minivm.lab.networks import addresses_of, member_text
-from minivm.lab.ports import endpoints, hold_port, plug_key, tunnels, tunnels_or_none
+from minivm.lab.ports import (
+    endpoints,
+    hold_port,
+    local_address,
+    outside_ends,
+    plug_key,
+    tunnels,
+    tunnels_or_none,
+)
 from minivm.lab.runner import LabStatus, NetworkState, NodeState
 from minivm.lab.spec import (
     LOOPBACK,
@@ -193,11 +201,13 @@ def _hold_ports(lab: Lab, state: State, todo: list[str], holders: ExitStack
         if lab.nodes[name].console == ConsoleKind.TELNET:
             held[name].append(holders.enter_context(
                 hold_port(0, kind=socket.SOCK_STREAM, what="console")))
+    outside = outside_ends(lab)
     for node, adapter, fixed in endpoints(lab):
         if node not in todo:
             continue
         key = endpoint_key(node, adapter)
-        holder = holders.enter_context(hold_port(state.ports.get(key, fixed),
+        host = local_address(outside[key].host) if key in outside else LOOPBACK
+        holder = holders.enter_context(hold_port(state.ports.get(key, fixed), host=host,
                                                  what=f"link end {key}"))
         held[node].append(holder)
         state.ports[key] = holder.getsockname()[1]
@@ -231,6 +241,7 @@ def _start_networks(lab: Lab, state: State, holders: ExitStack, switches: list[s
             for member in net.members:
                 if isinstance(member, External):
                     switch.start_plug(net, rec, member, local_port=member.local_port,
+                                      local_host=local_address(member.host),
                                       remote=(member.host, member.remote_port), folder=folder)
                     continue
                 key = plug_key(net.name, member)

@@ -5,9 +5,10 @@ Each node keeps GNS3's command line (``-netdev socket,udp=...`` per adapter, as 
 server where uBridge holds the other end), so the switch adapts to the nodes: per member a
 ``vde_plug`` (vdeplug4) joins a switch port to that member's UDP tunnel
 (``udp://127.0.0.1:PLUG_PORT->127.0.0.1:QEMU_PORT``). An outside ``udp:HOST:RPORT:LPORT``
-member is one more plug, to HOST:RPORT from LPORT. ``vde_switch`` (vde2) learns MAC addresses
-and floods broadcast, unknown unicast and multicast: ARP, DHCP and multicast work as on a
-real switch.
+member is one more plug, to HOST:RPORT from LPORT on the address HOST reaches this machine
+at (``ports.local_address``: 127.0.0.1 for a loopback HOST). ``vde_switch`` (vde2) learns MAC
+addresses and floods broadcast, unknown unicast and multicast: ARP, DHCP and multicast work as
+on a real switch.
 
 Files, per network in the lab's state folder: ``net-NAME/sw/`` (the switch's control
 socket), ``switch.pid``, ``plug-N.pid``.
@@ -69,10 +70,10 @@ def start_switch(net: Network, folder: Path) -> dict[str, Any]:
 
 
 def start_plug(net: Network, rec: dict[str, Any], member: Any, *, local_port: int,
-               remote: tuple[str, int], folder: Path,
+               remote: tuple[str, int], folder: Path, local_host: str = LOOPBACK,
                holder: socket.socket | None = None) -> int:
     """Plug one member into the switch: frames from the switch go to ``remote``, frames
-    arriving on 127.0.0.1:``local_port`` go to the switch. ``holder`` (the bound socket
+    arriving on ``local_host``:``local_port`` go to the switch. ``holder`` (the bound socket
     keeping the port) is closed just before the plug binds it. Returns the plug's pid.
 
     The plug is a daemon (``vde_plug -d``): it reports nothing once detached, so it counts as
@@ -84,15 +85,15 @@ def start_plug(net: Network, rec: dict[str, Any], member: Any, *, local_port: in
     if holder is not None:
         holder.close()
     run([PLUG, "-d", "-p", pidfile, f"vde://{rec['sock']}",
-         f"udp://{LOOPBACK}:{local_port}->{remote[0]}:{remote[1]}"], what=what)
+         f"udp://{local_host}:{local_port}->{remote[0]}:{remote[1]}"], what=what)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         pid = _pid(pidfile)
-        if pid and _bound(local_port) and vmctl.alive(pid, marker=str(rec["sock"])):
+        if pid and _bound(local_host, local_port) and vmctl.alive(pid, marker=str(rec["sock"])):
             break
         if (pid and not vmctl.alive(pid)) or time.monotonic() > deadline:
             raise MinivmError(f"{what} did not start",
-                              hint=f"is UDP port {local_port} on {LOOPBACK} free?")
+                              hint=f"is UDP port {local_port} on {local_host} free?")
         time.sleep(0.02)
     rec["plugs"][member_text(member)] = pid
     return pid
@@ -106,11 +107,11 @@ def _pid(pidfile: Path) -> int | None:
     return int(text[0]) if text and text[0].isdigit() else None
 
 
-def _bound(port: int) -> bool:
-    """Whether someone holds UDP port ``port`` on the loopback address."""
+def _bound(host: str, port: int) -> bool:
+    """Whether someone holds UDP port ``port`` on ``host``."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        probe.bind((LOOPBACK, port))
+        probe.bind((host, port))
     except OSError as e:
         return e.errno == errno.EADDRINUSE
     finally:
