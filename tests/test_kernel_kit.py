@@ -211,6 +211,31 @@ def test_cached_build_only_checks_and_says_so(any_kit: kernel.Kit, capsys):
     assert "up to date" in capsys.readouterr().err
 
 
+def test_a_second_build_of_the_same_kit_waits_for_the_first(kit: kernel.Kit):
+    """While another minivm holds the kit's build lock, `kernel build` waits (and says so),
+    then takes the kit the first one made."""
+    import fcntl
+    import time
+
+    lock = (kit.folder.parent / f".lock-{kit.manifest.key[:12]}").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("minivm")), "kernel", "build"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        err = ""
+        while "waiting for it" not in err:  # stderr: the one line, then nothing until done
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            err += proc.stderr.readline() if proc.stderr else ""
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting
+    finally:
+        lock.close()  # releases the lock
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err + rest
+    assert "is up to date" in rest
+
+
 def test_cli_json(kit: kernel.Kit):
     proc = subprocess.run([str(Path(sys.executable).parent / "minivm"), "kernel", "build",
                            "--json"], capture_output=True, text=True, timeout=120)

@@ -21,6 +21,7 @@ image, minivm) -> the kit is reused. Each flavour and platform has its own key.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,7 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
         client = engine.connect()
         base_id = engine.resolve_image(client, config.base, reporter=reporter)
         key = cache_key(source, config, base_id)
+    with _sole_builder(output_root, key, reporter):
         if not force and (kit := _find_cached(output_root, key)):
             if make_current:
                 _point_current(output_root, kit.folder, config.platform)
@@ -334,16 +337,32 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
                           f"{kit.folder} "
                           "(nothing changed; --force rebuilds it)")
             return Kit(kit.folder, kit.manifest, cached=True, seconds=reporter.seconds)
-    try:
-        return _build(client, config, source, output_root, key, base_id, reporter,
-                      make_current, docker_cache)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            free = shutil.disk_usage(output_root if output_root.exists() else "/").free
-            raise MinivmError(f"disk full while building the kernel kit in {output_root} "
-                              f"({free >> 20} MiB free)",
-                              hint="free some space, or point MINIVM_BUILD_DIR elsewhere") from None
-        raise
+        try:
+            return _build(client, config, source, output_root, key, base_id, reporter,
+                          make_current, docker_cache)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                free = shutil.disk_usage(output_root if output_root.exists() else "/").free
+                raise MinivmError(f"disk full while building the kernel kit in {output_root} "
+                                  f"({free >> 20} MiB free)",
+                                  hint="free some space, or point MINIVM_BUILD_DIR elsewhere"
+                                  ) from None
+            raise
+
+
+@contextmanager
+def _sole_builder(output_root: Path, key: str, reporter: Reporter) -> Iterator[None]:
+    """Hold the build lock of the kit ``key``: a second build of the same kit (another
+    `minivm kernel build`, a test run beside a build) waits for the first and then finds
+    the kit in the cache, instead of compiling it again beside it."""
+    output_root.mkdir(parents=True, exist_ok=True)
+    with (output_root / f".lock-{key[:12]}").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reporter.info("another minivm is building this kernel kit: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _build(client: Any, config: KitConfig, source: Path, output_root: Path, key: str,
