@@ -28,7 +28,7 @@ from minivm.lab import control, gns3, spec
 from minivm.vm import qemu
 from tests import gns3_server as gs
 from tests.cli import MINIVM
-from tests.labs import READY
+from tests.labs import READY, variant
 from tests.marks import fixture
 from tests.ports import free_port
 
@@ -253,6 +253,53 @@ def test_lab_starts_waits_and_stops(bundle: Path, cluster: Cluster, tmp_path: Pa
 
 
 # --- errors: one line, non-zero exit, nothing left on the server ---------------------------
+
+
+def qemu_processes_of(node_ids: list[str]) -> list[int]:
+    """Pids of the QEMU processes running any of these GNS3 nodes (``-uuid NODE_ID``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words[0].endswith(b"qemu-system-x86_64") and any(
+                n.encode() in words for n in node_ids):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.boot
+def test_node_whose_qemu_exits_at_once_fails_up_and_stops_the_others(
+        bundle: Path, cluster: Cluster, tmp_path: Path) -> None:
+    """GNS3 answers "started" for a QEMU node whose process exits right away (here: a CPU
+    model QEMU does not know, which the allow-list cannot tell): `up` says which node, with
+    QEMU's own last line, exits non-zero and stops the node it did start."""
+    bad = variant(bundle, tmp_path / "badcpu", options="-cpu minivm-no-such-cpu")
+    data = json.loads(bad.read_text())
+    data["name"] += "-badcpu"  # its own template: the bundle's stays as the other tests want
+    bad.write_text(json.dumps(data))
+    lab_file = write_lab(tmp_path, "exitsatonce", {"good": {"appliance": str(bundle)},
+                                                   "bad": {"appliance": str(bad)}}, [])
+    url = cluster.controller.url
+    needles = ("node bad did not start", "exited at once", "minivm-no-such-cpu", "qemu.log")
+    one_error_line(cli("lab", "up", lab_file, "--server", url), *needles)
+    assert_clean(cluster)  # the project it made is gone again
+    made = cli("lab", "up", lab_file, "--server", url, "--no-start", "--json")
+    assert made.returncode == 0, made.stderr
+    try:
+        one_error_line(cli("lab", "up", lab_file, "--server", url), *needles)
+        status = json.loads(cli("lab", "status", lab_file, "--server", url, "--json").stdout)
+        assert {n: s["status"] for n, s in status["nodes"].items()} == \
+            {"good": "stopped", "bad": "stopped"}
+        assert qemu_processes_of([s["node_id"] for s in status["nodes"].values()]) == []
+        log = gs.api(cluster.controller, "GET", f"/projects/{status['project_id']}/nodes/"
+                     f"{status['nodes']['good']['node_id']}/files/qemu.log")
+        assert log.ok and "Execution log:" in log.text  # the good node did start
+    finally:
+        down = cli("lab", "down", lab_file, "--server", url, "--delete")
+    assert down.returncode == 0, down.stderr
+    assert_clean(cluster)
 
 
 @fixture("engine", "gns3", scope="module")

@@ -212,6 +212,23 @@ class Client:
         return self.request("POST", path, data=chunks(), what=what, timeout=LONG_TIMEOUT,
                             headers={"Content-Type": "application/octet-stream"})
 
+    def tail(self, path: str, *, what: str, limit: int = 16384) -> str:
+        """The last ``limit`` bytes of a text file the server serves (a node's log), decoded;
+        the server's words: show them through :func:`minivm.textsafe.shown`."""
+        url = f"{self.creds.url}/v3{path}"
+        try:
+            with self.session.get(url, stream=True, timeout=TIMEOUT,
+                                  verify=self.verify) as response:
+                if response.status_code >= 400:
+                    raise MinivmError(f"GNS3 server {self.creds.url}: {what} failed "
+                                      f"({response.status_code}): {_detail(response)}")
+                kept = b""
+                for block in response.iter_content(CHUNK):
+                    kept = (kept + block)[-limit:]
+        except requests.RequestException as e:
+            raise unreachable(self.creds.url, e) from e
+        return kept.decode(errors="replace")
+
     def download(self, path: str, dest: Path, *, what: str,
                  progress: Callable[[int], None] | None = None) -> int:
         """GET ``path`` into the open file ``dest``; returns the bytes written."""

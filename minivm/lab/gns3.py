@@ -52,6 +52,11 @@ ABSENT = "absent"  # a lab node the project lacks
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 GRID = 4  # nodes per row on the canvas
 MAX_PARALLEL_STARTS = 8
+# GNS3 answers a start once the QEMU process exists: a QEMU that exits at once (an option or
+# disk it refuses) reads "stopped" a moment later. A started node must still read "started"
+# this many seconds after its start returned.
+START_SETTLE = 2.0
+START_POLL = 0.25
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 HOST = re.compile(r"[A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\]")  # a name, IPv4 or IPv6 address
 
@@ -454,8 +459,9 @@ def _start(client: Client, pid: str, nodes: dict[str, Gns3Node],
         client.post(f"/projects/{pid}/nodes/{node_id}/start", {}, what=f"starting node {name}",
                     timeout=300)
         started[name] = node_id
-        if watch.pattern:
+        if watch.pattern:  # at once: the console keeps no history
             watch.add(name, str(addresses[name]))
+        confirm_started(client, pid, name, node_id)
 
     if not todo:
         return
@@ -465,11 +471,54 @@ def _start(client: Client, pid: str, nodes: dict[str, Gns3Node],
         errors = [e for f in futures if (e := f.exception()) is not None]
     if errors:
         first = errors[0]
+        if isinstance(first, NotStarted):
+            raise first
         if isinstance(first, MinivmError):
             raise MinivmError(first.what, hint="what this `up` made was removed again; "
                                                "--no-start makes the nodes and links without "
                                                "starting them") from first
         raise first
+
+
+class NotStarted(MinivmError):
+    """A node GNS3 said it started whose QEMU is gone again."""
+
+
+def confirm_started(client: Client, pid: str, name: str, node_id: str, *,
+                    settle: float = START_SETTLE, poll: float = START_POLL) -> None:
+    """Poll the node until it has read "started" for ``settle`` seconds; a NotStarted error
+    naming it (with the last line of its QEMU log) when it reads anything else."""
+    deadline = time.monotonic() + settle
+    while True:
+        node = Gns3Node.from_json(client.get(f"/projects/{pid}/nodes/{node_id}",
+                                             what=f"reading node {name}"))
+        if node.status != "started":
+            break
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(poll)
+    last = _last_log_line(client, pid, node_id)
+    how = ("its QEMU exited at once" if node.status == "stopped"
+           else f"it reads {textsafe.shown(node.status)!r}")
+    raise NotStarted(f"node {name} did not start: GNS3 said it started, but {how}"
+                     + (f": {last}" if last else ""),
+                     hint="GNS3's node log says why (qemu.log in the node's folder on its "
+                          "compute, the GUI's log), and its console; the nodes this `up` "
+                          "started were stopped again and what it made removed")
+
+
+def _last_log_line(client: Client, pid: str, node_id: str) -> str:
+    """The last line QEMU wrote to the node's qemu.log (GNS3 writes its command line first),
+    made safe to show; empty when the server does not give it."""
+    try:
+        text = client.tail(f"/projects/{pid}/nodes/{node_id}/files/qemu.log",
+                           what="reading the node's QEMU log", limit=4096)
+    except MinivmError:
+        return ""
+    _, marker, output = text.rpartition("Execution log:")
+    lines = [line.strip() for line in (output if marker else text).splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return textsafe.shown(last)[:200]
 
 
 def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
