@@ -21,9 +21,11 @@ from minivm.kit import kernel
 from minivm.lab import state as lab_state
 from minivm.ui import QUIET
 from minivm.vm import vmctl
+from tests import netns
 from tests.cli import cli
 from tests.imagefactory import alpine_lookalike
 from tests.labs import sh
+from tests.ports import free_udp_ports
 
 REPO = Path(__file__).resolve().parent.parent
 READY = r"Welcome to .*a MiniVM"
@@ -54,12 +56,17 @@ def write_lab(folder: Path, spec: dict[str, object]) -> Path:
 
 @pytest.mark.engine
 @pytest.mark.boot
-def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: Path) -> None:
+def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: Path,
+                                                       peer: netns.Peer) -> None:
+    """a, b and c on lan with an outside member on another host (``peer``, a network
+    namespace), and on dhcpnet."""
+    rport, lport = free_udp_ports(2)
+    outside = f"udp:{peer.address}:{rport}:{lport}"
     path = write_lab(tmp_path, {
         "nodes": {"a": {"image": str(context), "ip": {"dhcpnet": "10.88.0.1/24"}},
                   "b": {"image": str(context)}, "c": {"image": str(context)}},
         "networks": {"lan": {"subnet": "10.77.0.0/24",
-                             "members": ["a:eth0", "b:eth0", "c:eth0"]},
+                             "members": ["a:eth0", "b:eth0", "c:eth0", outside]},
                      "dhcpnet": {"members": ["a:eth1", "b:eth1", "c:eth1"]}}})
     up = cli("lab", "up", path, "--wait", READY, "--json")
     assert up.returncode == 0, up.stderr
@@ -68,7 +75,8 @@ def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: 
     assert info["networks"]["lan"]["status"] == "running"
     status = cli("lab", "status", path)
     assert re.search(r"^a .*eth0 10\.77\.0\.1/24 eth1 10\.88\.0\.1/24", status.stdout, re.M)
-    assert "network lan (running 10.77.0.0/24): a:eth0, b:eth0, c:eth0" in status.stdout
+    assert f"network lan (running 10.77.0.0/24): a:eth0, b:eth0, c:eth0, {outside}" \
+        in status.stdout
     switches = lab_state.read_state(tmp_path / "lab.state").networks
     try:
         for here, there in (("a", "b"), ("a", "c"), ("b", "c"), ("c", "a")):
@@ -90,13 +98,16 @@ def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: 
 
         # multicast: b and c join 239.1.2.3 on lan (mcast listen returns once joined and
         # waits in the background), a sends one datagram there: the switch floods it to both
+        # and to the outside member, whose plug the peer reaches at this machine's address
         for node in ("b", "c"):
             sh(path, node, "mcast listen 239.1.2.3 5004 eth0 > /tmp/mcast.out 2>&1")
+        outside_end = peer.receive(rport, "hello-lan")
         sh(path, "a", "mcast send 239.1.2.3 5004 eth0 hello-lan")
         for node in ("b", "c"):
             got = sh(path, node, "for i in $(seq 100); do [ -s /tmp/mcast.out ] && break; "
                                  "sleep 0.1; done; cat /tmp/mcast.out")
             assert got == "hello-lan\n", f"{node}: {got!r}"
+        assert outside_end.wait(60) == 0
 
         # a switch killed hard: status says so, the next up starts it again on the same
         # ports, and the running nodes reach each other through it again
