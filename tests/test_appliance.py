@@ -22,6 +22,7 @@ import pytest
 
 from minivm.errors import MinivmError
 from minivm.gns3 import appliance, docker_node, metadata, reader, render
+from minivm.gns3.bundle import Bundle
 from minivm.gns3.machine import machine_from_appliance
 from minivm.image import build
 from minivm.kinds import ConsoleKind
@@ -33,6 +34,12 @@ from tests.cli import cli
 from tests.fakeproject import KVER, make_build, make_kit
 from tests.imagefactory import alpine_lookalike
 from tests.vm import VM
+
+
+def gns3a(bundle: Bundle) -> dict:
+    """The JSON of a bundle's .gns3a, as GNS3 reads it."""
+    return json.loads(bundle.path.read_text())
+
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = {
@@ -101,7 +108,7 @@ def test_metadata_layers_and_category(project: Path) -> None:
                labels={"minivm.appliance.symbol": "ethernet_switch.svg",
                        "minivm.appliance.ram": "128",
                        "org.opencontainers.image.description": "from a label"})
-    data = appliance.write_bundle("sw", reporter=QUIET).appliance
+    data = gns3a(appliance.write_bundle("sw", reporter=QUIET))
     assert data["category"] == "multilayer_switch"  # v6 schema has no plain "switch"
     assert data["description"] == "from a label"
     assert data["symbol"] == "ethernet_switch.svg"
@@ -115,7 +122,7 @@ def test_same_name_same_id_and_rewrite_drops_stale_kit_files(project: Path) -> N
     first = appliance.write_bundle("r1", reporter=QUIET)
     make_kit(project / "cache" / "kernel", "bbbbbbbbbbbb")
     second = appliance.write_bundle("r1", reporter=QUIET)
-    assert first.appliance["appliance_id"] == second.appliance["appliance_id"]
+    assert first.appliance_id == second.appliance_id == gns3a(second)["appliance_id"]
     assert (folder / ".r1.gns3a.inputs").is_file()  # what the bundle was made from
     left = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     assert left == sorted(["build.json", "r1.gns3a", "r1-ab12ab12ab12.qcow2", f"vmlinuz-{KVER}",
@@ -296,15 +303,18 @@ def test_shipped_bundles_validate(shipped_bundles: dict, docker_api) -> None:
             assert checks == {"server": None, "gui": None, "strict": None}, path
         for name, bundle in shipped_bundles.items():
             appliance.check_bundle(bundle.path)
-            assert bundle.appliance["qemu"]["ram"] <= 256
-            node = appliance.check_bundle(nodes[name].path).appliance
+            assert gns3a(bundle)["qemu"]["ram"] <= 256
+            checked = appliance.check_bundle(nodes[name].path)
+            node = gns3a(checked)
+            assert checked.docker_image == node["docker"]["image"]
             image = docker_api.inspect_image(node["docker"]["image"])["Id"]
             assert image.split(":")[1].startswith(node["docker"]["image"].rsplit(":", 1)[1])
             assert (node["name"], node["description"]) == \
-                (bundle.appliance["name"], bundle.appliance["description"])
+                (gns3a(bundle)["name"], gns3a(bundle)["description"])
     finally:
-        for node in nodes.values():
-            docker_api.remove_image(node.appliance["docker"]["image"])
+        for node_bundle in nodes.values():
+            if node_bundle is not None and node_bundle.docker_image:
+                docker_api.remove_image(node_bundle.docker_image)
 
 
 @pytest.mark.engine
@@ -323,7 +333,7 @@ def test_boot_the_bundle_as_gns3_does(shipped_bundles: dict, name: str, tmp_path
     machine = machine_from_appliance(app, name="n1", node_id=uuid.uuid4(), disks=disks,
                                      console=qemu.Console(ConsoleKind.STDIO), qmp=qmp)
     argv = qemu.command_line(machine)
-    assert argv[argv.index("-append") + 1] == bundle.appliance["qemu"]["kernel_command_line"]
+    assert argv[argv.index("-append") + 1] == gns3a(bundle)["qemu"]["kernel_command_line"]
     assert "pci-bridge1" in " ".join(argv) and f"{machine.ram}M" in argv
     with VM(argv, log=tmp_path / "console.log") as vm:
         vm.expect(r"Welcome to .*a MiniVM", timeout=180)
@@ -341,8 +351,7 @@ def test_unchanged_bundle_is_reused_and_a_changed_input_rewrites_it(project: Pat
     assert again.path.stat().st_mtime_ns == stamp and again.files == first.files
     (project / "appliances" / "r1.yaml").write_text("ram: 128\n")  # the user's metadata
     changed = appliance.write_bundle("r1", reporter=QUIET)
-    assert changed.appliance["qemu"]["ram"] == 128
-    assert json.loads(changed.path.read_text())["qemu"]["ram"] == 128
+    assert gns3a(changed)["qemu"]["ram"] == 128
 
 
 def test_metadata_record_names_every_metadata_key() -> None:

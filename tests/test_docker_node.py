@@ -61,8 +61,9 @@ def test_docker_appliance_beside_the_qemu_one(project, busybox_id, docker_api, u
     assert docker_api.inspect_image(ref)["Id"] == busybox_id  # the reference is in the engine
     for key in ("name", "description", "category", "vendor_name", "maintainer", "symbol",
                 "port_name_format", "registry_version"):
-        assert data[key] == qemu.appliance[key], key
-    assert data["appliance_id"] != qemu.appliance["appliance_id"]
+        assert data[key] == json.loads(qemu.path.read_text())[key], key
+    assert data["appliance_id"] == node.appliance_id != qemu.appliance_id
+    assert node.docker_image == ref and node.name == data["name"]
     assert "qemu" not in data and "images" not in data
     archive = folder / f"r1-docker-{busybox_id.split(':')[1][:12]}.tar"
     assert f"docker load -i {archive.name}" in data["usage"]
@@ -72,7 +73,7 @@ def test_docker_appliance_beside_the_qemu_one(project, busybox_id, docker_api, u
     assert gns3_env.validate([qemu.path, node.path]) == {str(qemu.path): OK, str(node.path): OK}
     checked = cli("appliance", "--check", str(node.path))
     assert checked.returncode == 0 and "Docker node" in checked.stdout, checked.stderr
-    assert appliance.check_bundle(node.path).appliance == data
+    assert appliance.check_bundle(node.path) == node
 
 
 def test_rewrite_keeps_the_archive_and_json(project, busybox_id, untag):

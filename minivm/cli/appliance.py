@@ -48,8 +48,8 @@ def appliance(
         result = bundles.check_bundle(check, allow_unsafe_options=allow_unsafe_options)
         if json_output:
             emit_json({"ok": True, **result.to_json()})
-        elif not quiet and "docker" in result.appliance:
-            image = result.appliance["docker"]["image"]
+        elif not quiet and result.docker_image is not None:
+            image = result.docker_image
             where = f"archive {result.files[0].filename}" if result.files else "the engine"
             typer.echo(f"ok: {check} (Docker node, image {image} in {where})")
         elif not quiet:

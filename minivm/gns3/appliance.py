@@ -116,7 +116,7 @@ def write_bundle(name: str, *, reporter: Reporter, folder: Path | None = None,
     if copied := [role for role, h in how.items() if h == "copy"]:
         reporter.info(f"  copied (not hard-linked: another filesystem): {', '.join(copied)}")
     reporter.info(f"[green]✓[/] appliance {gns3a} ({len(files)} files, {total / 1e6:.1f} MB)")
-    return Bundle(gns3a, appliance, tuple(files.values()))
+    return Bundle.of(gns3a, appliance, tuple(files.values()))
 
 
 def after_build(name: str, *, folder: Path, reporter: Reporter) -> Bundle | None:
@@ -161,4 +161,4 @@ def check_bundle(path: Path, *, allow_unsafe_options: bool = False) -> Bundle:
                                "`minivm appliance NAME`")
     files = tuple(BundleFile.from_json({k: i[k] for k in IMAGE_REQUIRED})
                   for i in data["images"])
-    return Bundle(path, data, files)
+    return Bundle.of(path, data, files)

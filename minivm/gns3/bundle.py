@@ -52,15 +52,26 @@ class BundleFile:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A written (or checked) appliance bundle: its .gns3a, that file's JSON, its files."""
+    """A written (or checked) appliance bundle: its .gns3a, the name and id it gives the
+    appliance, the image of a Docker node (None: a QEMU appliance), its files."""
 
     path: Path
-    appliance: dict[str, Any]
+    name: str
+    appliance_id: str
+    docker_image: str | None = None
     files: tuple[BundleFile, ...] = ()
 
+    @classmethod
+    def of(cls, path: Path, data: dict[str, Any], files: Sequence[BundleFile] = ()) -> Bundle:
+        """The bundle whose .gns3a ``path`` holds ``data`` (checked already, or minivm's own);
+        KeyError/TypeError when it is not an appliance."""
+        docker = data.get("docker")
+        return cls(path, name=str(data["name"]), appliance_id=str(data["appliance_id"]),
+                   docker_image=str(docker["image"]) if docker is not None else None,
+                   files=tuple(files))
+
     def to_json(self) -> dict[str, Any]:
-        return {"gns3a": str(self.path), "name": self.appliance["name"],
-                "appliance_id": self.appliance["appliance_id"],
+        return {"gns3a": str(self.path), "name": self.name, "appliance_id": self.appliance_id,
                 "files": [f.to_json() for f in self.files],
                 "total_bytes": sum(f.filesize for f in self.files)}
 
@@ -142,7 +153,7 @@ def unchanged_bundle(gns3a: Path, inputs: str) -> Bundle | None:
         for f in files:
             if (gns3a.parent / f.filename).stat().st_size != f.filesize:
                 return None
-        return Bundle(gns3a, json.loads(gns3a.read_text(encoding="utf-8")), files)
+        return Bundle.of(gns3a, json.loads(gns3a.read_text(encoding="utf-8")), files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

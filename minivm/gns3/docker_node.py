@@ -181,7 +181,7 @@ def write_appliance(name: str, *, reporter: Reporter, folder: Path | None = None
     record_inputs(path, inputs, listed)
     extra = f", archive {target.name} ({target.stat().st_size / 1e6:.1f} MB)" if files else ""
     reporter.info(f"[green]✓[/] Docker appliance {path} (image {ref}{extra})")
-    return Bundle(path, parsed, listed)
+    return Bundle.of(path, parsed, listed)
 
 
 def after_build(name: str, *, folder: Path, reporter: Reporter,
@@ -231,4 +231,4 @@ def check(path: Path, data: dict[str, Any], *, client: Any = None) -> Bundle:
         raise MinivmError(f"{path}: image {ref} is in no archive beside it and {where}",
                           hint="rebuild, or rewrite it with `minivm appliance NAME "
                                "--docker-archive`")
-    return Bundle(path, data, files)
+    return Bundle.of(path, data, files)
