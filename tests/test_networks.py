@@ -164,3 +164,14 @@ def test_frames_cross_to_an_outside_member_on_another_host(tmp_path: Path,
             assert there.wait(60) == 0
     finally:
         switch.stop(rec)
+
+
+def test_switch_records_round_trip_through_the_state_file(tmp_path: Path) -> None:
+    from minivm.lab.state import State, SwitchRecord, read_state, write_state
+
+    rec = SwitchRecord(pid=4242, sock=str(tmp_path / "net-lan" / "sw"), plugs={"a:eth0": 4243})
+    write_state(tmp_path, State(lab="lab.yaml", networks={"lan": rec}))
+    assert read_state(tmp_path).networks == {"lan": rec}
+    assert not switch.alive(rec)  # no such processes: not running, and stop leaves them be
+    switch.stop(rec)
+    assert not switch.alive(None) and not switch.alive(SwitchRecord.from_json({}))

@@ -111,8 +111,8 @@ def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: 
 
         # a switch killed hard: status says so, the next up starts it again on the same
         # ports, and the running nodes reach each other through it again
-        os.kill(switches["lan"]["pid"], signal.SIGKILL)
-        assert vmctl.wait_exit(switches["lan"]["pid"], 10)
+        os.kill(switches["lan"].pid, signal.SIGKILL)
+        assert vmctl.wait_exit(switches["lan"].pid, 10)
         assert "network lan (stopped" in cli("lab", "status", path).stdout
         again = cli("lab", "up", path)
         assert again.returncode == 0, again.stderr
@@ -123,8 +123,8 @@ def test_three_nodes_on_a_segment_names_dhcp_multicast(context: Path, tmp_path: 
         down = cli("lab", "down", path, "--json")
     assert down.returncode == 0, down.stderr
     for rec in switches.values():  # the switches and plugs are gone with the lab
-        for pid in [rec["pid"], *rec["plugs"].values()]:
-            assert not vmctl.alive(pid, marker=rec["sock"])
+        for pid in [rec.pid, *rec.plugs.values()]:
+            assert not vmctl.alive(pid, marker=rec.sock)
     assert "network lan (stopped" in cli("lab", "status", path).stdout
 
 

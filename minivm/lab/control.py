@@ -118,7 +118,7 @@ def up(lab: Lab, *, accel: str | None = None, reporter: Reporter = QUIET,
                 switch.stop(rec)
             state.ports, state.networks = {}, {}
         todo = [n for n in lab.nodes if n not in alive]
-        if not todo and all(switch.alive(state.networks.get(net.name) or {})
+        if not todo and all(switch.alive(state.networks.get(net.name))
                             for net in lab.networks):
             reporter.info("every node is running already")
             return []
@@ -300,7 +300,7 @@ def _start_node(lab: Lab, state: State, name: str, chosen: accel_mod.Accel,
 def _rollback(lab: Lab, state: State, started: list[str], created: list[Path],
               switches: list[str]) -> None:
     for net in switches:
-        switch.stop(state.networks.pop(net, {}))
+        switch.stop(state.networks.pop(net, None))
     for name in started:
         rec = state.nodes.pop(name, None)
         if rec is not None:
@@ -343,7 +343,7 @@ def status(lab: Lab) -> LabStatus:
             guest=guest, publish=rec.publish, ports=ports,
             addresses=addresses_of(lab.networks, name))
     networks = {net.name: NetworkState(
-        "running" if switch.alive(state.networks.get(net.name) or {}) else "stopped",
+        "running" if switch.alive(state.networks.get(net.name)) else "stopped",
         subnet=str(net.subnet) if net.subnet else None,
         members=tuple(member_text(m) for m in net.members)) for net in lab.networks}
     return LabStatus(lab=lab.path, state=lab.state_dir, nodes=nodes,

@@ -59,6 +59,26 @@ class NodeRecord:
                    status=str(data.get("status", "running")))
 
 
+@dataclass(frozen=True)
+class SwitchRecord:
+    """A network's switch, as ``state.json`` keeps it: the switch's pid and control socket,
+    and each member's plug (member text -> pid; filled as the plugs start)."""
+
+    pid: int
+    sock: str
+    plugs: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "sock": self.sock, "plugs": dict(self.plugs)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SwitchRecord:
+        """A record with what ``data`` gives (a missing pid or socket reads as not running);
+        TypeError/ValueError when it is not an object of numbers and text."""
+        return cls(pid=int(data.get("pid") or 0), sock=str(data.get("sock") or ""),
+                   plugs={str(k): int(v) for k, v in dict(data.get("plugs") or {}).items()})
+
+
 @dataclass
 class State:
     """What ``state.json`` records: the lab file and its digest, each link end's UDP port, and
@@ -68,12 +88,12 @@ class State:
     digest: str = ""
     ports: dict[str, int] = field(default_factory=dict)  # endpoint key -> local UDP port
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
-    networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # switch and plug pids
+    networks: dict[str, SwitchRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.lab, "digest": self.digest, "ports": self.ports,
                 "nodes": {n: rec.to_json() for n, rec in self.nodes.items()},
-                "networks": self.networks}
+                "networks": {n: rec.to_json() for n, rec in self.networks.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
@@ -82,7 +102,8 @@ class State:
                    ports={str(k): int(v) for k, v in dict(data.get("ports", {})).items()},
                    nodes={str(n): NodeRecord.from_json(rec)
                           for n, rec in dict(data.get("nodes", {})).items()},
-                   networks=dict(data.get("networks", {})))
+                   networks={str(n): SwitchRecord.from_json(rec)
+                             for n, rec in dict(data.get("networks", {})).items()})
 
 
 def read_state(state_dir: Path) -> State:

@@ -29,6 +29,7 @@ from typing import Any
 from minivm.errors import MinivmError
 from minivm.lab.networks import Network, member_text
 from minivm.lab.spec import LOOPBACK, External
+from minivm.lab.state import SwitchRecord
 from minivm.run import run, which
 from minivm.vm import vmctl
 
@@ -47,7 +48,7 @@ def check_programs() -> None:
     which(PLUG)
 
 
-def start_switch(net: Network, folder: Path) -> dict[str, Any]:
+def start_switch(net: Network, folder: Path) -> SwitchRecord:
     """Start the network's switch (a daemon); returns its state record."""
     sock = folder / "sw"
     pidfile = folder / "switch.pid"
@@ -66,10 +67,10 @@ def start_switch(net: Network, folder: Path) -> dict[str, Any]:
             raise MinivmError(f"network {net.name}: the switch did not start within "
                               f"{START_TIMEOUT:.0f} s")
         time.sleep(0.02)
-    return {"pid": int(pidfile.read_text().split()[0]), "sock": str(sock), "plugs": {}}
+    return SwitchRecord(pid=int(pidfile.read_text().split()[0]), sock=str(sock))
 
 
-def start_plug(net: Network, rec: dict[str, Any], member: Any, *, local_port: int,
+def start_plug(net: Network, rec: SwitchRecord, member: Any, *, local_port: int,
                remote: tuple[str, int], folder: Path, local_host: str = LOOPBACK,
                holder: socket.socket | None = None) -> int:
     """Plug one member into the switch: frames from the switch go to ``remote``, frames
@@ -79,23 +80,23 @@ def start_plug(net: Network, rec: dict[str, Any], member: Any, *, local_port: in
     The plug is a daemon (``vde_plug -d``): it reports nothing once detached, so it counts as
     started when its pid runs and its port is bound."""
     what = f"network {net.name}: the plug of {member_text(member)}"
-    pidfile = folder / f"plug-{len(rec['plugs'])}.pid"
+    pidfile = folder / f"plug-{len(rec.plugs)}.pid"
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
     if holder is not None:
         holder.close()
-    run([PLUG, "-d", "-p", pidfile, f"vde://{rec['sock']}",
+    run([PLUG, "-d", "-p", pidfile, f"vde://{rec.sock}",
          f"udp://{local_host}:{local_port}->{remote[0]}:{remote[1]}"], what=what)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         pid = _pid(pidfile)
-        if pid and _bound(local_host, local_port) and vmctl.alive(pid, marker=str(rec["sock"])):
+        if pid and _bound(local_host, local_port) and vmctl.alive(pid, marker=rec.sock):
             break
         if (pid and not vmctl.alive(pid)) or time.monotonic() > deadline:
             raise MinivmError(f"{what} did not start",
                               hint=f"is UDP port {local_port} on {local_host} free?")
         time.sleep(0.02)
-    rec["plugs"][member_text(member)] = pid
+    rec.plugs[member_text(member)] = pid
     return pid
 
 
@@ -119,20 +120,21 @@ def _bound(host: str, port: int) -> bool:
     return False
 
 
-def alive(rec: dict[str, Any]) -> bool:
-    """Whether a network's switch and every plug of it still run."""
-    marker = str(rec.get("sock", ""))
-    pids = [rec.get("pid"), *dict(rec.get("plugs", {})).values()]
-    return bool(marker) and all(pid and vmctl.alive(int(pid), marker=marker) for pid in pids)
+def alive(rec: SwitchRecord | None) -> bool:
+    """Whether a network's switch and every plug of it still run (None: it has none)."""
+    if rec is None or not rec.sock:
+        return False
+    return all(pid and vmctl.alive(pid, marker=rec.sock) for pid in [rec.pid, *rec.plugs.values()])
 
 
-def stop(rec: dict[str, Any]) -> None:
+def stop(rec: SwitchRecord | None) -> None:
     """End a network's plugs, then its switch (only processes whose command line names this
     network's socket: a recycled pid is left alone)."""
-    marker = str(rec.get("sock", ""))
-    for pid in [*dict(rec.get("plugs", {})).values(), rec.get("pid")]:
-        if pid and marker and vmctl.alive(int(pid), marker=marker):
-            _kill(int(pid))
+    if rec is None or not rec.sock:
+        return
+    for pid in [*rec.plugs.values(), rec.pid]:
+        if pid and vmctl.alive(pid, marker=rec.sock):
+            _kill(pid)
 
 
 def _kill(pid: int) -> None:
