@@ -1,6 +1,6 @@
 """Lab networks: node-to-node throughput and latency over today's point-to-point UDP link and
 over a segment (a VDE switch with a plug per member), and `lab up` time of 8 nodes on one
-segment against 8 nodes in 4 point-to-point links.
+segment against 8 nodes in 4 point-to-point links (medians of --runs, the two alternated).
 
     .venv/bin/python -m bench.lab_networks [--runs 3] [--seconds 5] [--skip-up]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -117,7 +118,7 @@ def measure_pair(work: Path, bundle: Path, mode: str, runs: int, seconds: int
 def up_time(work: Path, bundle: Path, mode: str) -> float:
     """Seconds of `lab up --wait` for 8 look-alike nodes (one segment, or 4 links)."""
     folder = work / f"up-{mode}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     names = [f"n{i}" for i in range(1, 9)]
     spec: dict[str, Any] = {"accel": "tcg",
                             "nodes": {n: {"appliance": str(bundle)} for n in names}}
@@ -130,10 +131,11 @@ def up_time(work: Path, bundle: Path, mode: str) -> float:
     path = folder / "lab.yaml"
     path.write_text(json.dumps(spec))
     start = time.monotonic()
-    cli("lab", "up", path, "--wait", READY)
-    took = time.monotonic() - start
-    cli("lab", "down", path, "--clean")
-    return took
+    try:
+        cli("lab", "up", path, "--wait", READY)
+        return time.monotonic() - start
+    finally:
+        cli("lab", "down", path, "--clean")
 
 
 def main() -> None:
@@ -144,6 +146,7 @@ def main() -> None:
     kits.add_flavour(parser)
     args = parser.parse_args()
     work = workdir()
+    load = os.getloadavg()[0]
     try:
         bundle = iperf_bundle(work, args.flavour)
         pairs = {mode: measure_pair(work, bundle, mode, args.runs, args.seconds)
@@ -157,11 +160,18 @@ def main() -> None:
                   f"{rtt / base_rtt:>6.2f}x")
         if not args.skip_up:
             bundle = lookalike_bundle(work, args.flavour)
-            ups = {mode: up_time(work, bundle, mode) for mode in ("links", "segment")}
-            print(f"{'lab up --wait, 8 nodes':>34} {'seconds':>8} {'vs links':>9}")
+            times: dict[str, list[float]] = {"links": [], "segment": []}
+            for _ in range(args.runs):  # alternated, so that load weighs on both alike
+                for mode, took in times.items():
+                    took.append(up_time(work, bundle, mode))
+            ups = {mode: statistics.median(took) for mode, took in times.items()}
+            print(f"{'lab up --wait, 8 nodes':>34} {'seconds':>8} {'vs links':>9}  runs")
             for mode, took in ups.items():
                 label = "4 point-to-point links" if mode == "links" else "one segment"
-                print(f"{label:>34} {took:>8.1f} {took / ups['links']:>8.2f}x")
+                runs = " ".join(f"{t:.1f}" for t in times[mode])
+                print(f"{label:>34} {took:>8.1f} {took / ups['links']:>8.2f}x  {runs}")
+        end = os.getloadavg()[0]
+        print(f"load average (1 min): {load:.1f} at the start, {end:.1f} at the end")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
