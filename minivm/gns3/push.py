@@ -140,9 +140,25 @@ def template_settings(app: reader.Appliance) -> dict[str, Any]:
     return body
 
 
-def server_images(client: Client) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class ServerImage:
+    """An image a server has: its file name, its path there and its md5."""
+
+    filename: str
+    path: str
+    checksum: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ServerImage:
+        """KeyError/TypeError when the server's answer is not an image."""
+        return cls(str(data["filename"]), str(data.get("path") or data["filename"]),
+                   str(data.get("checksum") or ""))
+
+
+def server_images(client: Client) -> dict[str, ServerImage]:
     """The server's images by file name."""
-    return {str(i["filename"]): i for i in client.items("/images")}
+    images = (ServerImage.from_json(i) for i in client.items("/images"))
+    return {i.filename: i for i in images}
 
 
 def upload_images(client: Client, app: reader.Appliance, *,
@@ -155,11 +171,11 @@ def upload_images(client: Client, app: reader.Appliance, *,
     replaced: list[str] = []
     for f in bundle_files(app):
         old = have.get(f.filename)
-        if old and old.get("checksum") == f.md5:
+        if old and old.checksum == f.md5:
             skipped.append(f.filename)
             continue
         if old:
-            client.delete(f"/images/{image_path(old['path'])}",
+            client.delete(f"/images/{image_path(old.path)}",
                           what=f"replacing the image {f.filename} (another md5 on the server)")
             replaced.append(f.filename)
         with reporter.bytes(f"uploading {f.filename}", total=f.size) as advance:

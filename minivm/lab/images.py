@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,6 +20,9 @@ from minivm.errors import MinivmError
 from minivm.image import source as source_mod
 from minivm.lab import clab
 from minivm.ui import Reporter
+
+# What `up` did for an image: found it built (--no-build), found it current, or built it.
+Built = Literal["present", "cached", "built"]
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,14 @@ def sources(lab_file: Path, state_dir: Path) -> dict[str, ImageSource]:
 
 
 def ensure(lab_file: Path, state_dir: Path, *, reporter: Reporter,
-           allow_build: bool = True) -> dict[str, Any]:
+           allow_build: bool = True) -> dict[str, Built]:
     """Build what the ``image:`` nodes need and is missing or changed; with ``allow_build``
     False, refuse instead. Returns, per source name, whether it was built or found."""
     from minivm.gns3 import appliance
     from minivm.image import build
     from minivm.kit import kernel
 
-    done: dict[str, Any] = {}
+    done: dict[str, Built] = {}
     for node, src in sources(lab_file, state_dir).items():
         if src.name in done:
             continue
