@@ -61,13 +61,33 @@ ENTRYPOINT ["/etc/init.sh"]
 """
 
 
-def alpine_lookalike(parent: Path) -> Path:
+# The same on a busybox of another architecture (the init's toolbox busybox, static): FROM
+# scratch, so that no base image of that platform is needed; the RUN step runs through binfmt.
+ALPINE_LOOKALIKE_FOREIGN = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "sh", "-euc", "for a in $(busybox --list); do [ $a = busybox ] \\
+ || busybox ln -s busybox /bin/$a; done; mkdir -p /etc /root /var /run /tmp \\
+ /etc/network/if-pre-up.d /etc/network/if-up.d /etc/network/if-down.d \\
+ /etc/network/if-post-down.d; chmod 1777 /tmp; ln -s /run /var/run; \\
+ echo root:x:0:0:root:/root:/bin/sh > /etc/passwd; echo root:x:0: > /etc/group"]
+COPY etc /etc/
+ENTRYPOINT ["/etc/init.sh"]
+"""
+
+
+def alpine_lookalike(parent: Path, busybox: Path | None = None) -> Path:
     """A build context ``parent/alpine-minivm`` (named as the shipped image, so that its
-    metadata applies): images/alpine-minivm's etc/ on the busybox base."""
+    metadata applies): images/alpine-minivm's etc/ on the busybox base, or on ``busybox`` (a
+    static busybox of another platform) from scratch."""
     context = parent / "alpine-minivm"
     if not (context / "Dockerfile").is_file():
         shutil.copytree(images_dir() / "alpine-minivm" / "etc", context / "etc", symlinks=True)
-        (context / "Dockerfile").write_text(ALPINE_LOOKALIKE)
+        if busybox:
+            shutil.copyfile(busybox, context / "busybox")
+            (context / "busybox").chmod(0o755)
+        (context / "Dockerfile").write_text(ALPINE_LOOKALIKE_FOREIGN if busybox
+                                            else ALPINE_LOOKALIKE)
     return context
 
 
