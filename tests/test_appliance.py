@@ -261,7 +261,7 @@ def test_shipped_metadata_files_are_valid() -> None:
     assert files, "no shipped appliance.yaml"
     for path in files:
         meta = metadata.load_metadata(path)
-        assert meta.get("description"), path
+        assert meta.description, path
 
 
 def test_json_output(project: Path) -> None:
@@ -357,4 +357,12 @@ def test_unchanged_bundle_is_reused_and_a_changed_input_rewrites_it(project: Pat
 def test_metadata_record_names_every_metadata_key() -> None:
     assert [f.name for f in dataclasses.fields(metadata.Metadata)] == list(metadata.METADATA_KEYS)
     checked = metadata.check_metadata({"adapters": 0, "kernel_args": ["a", "b"]}, where="t")
-    assert metadata.Metadata.from_json(checked).to_json() == {"adapters": 0, "kernel_args": "a b"}
+    assert checked.to_json() == {"adapters": 0, "kernel_args": "a b"}
+    assert metadata.Metadata.from_json(checked.to_json()) == checked
+
+
+def test_later_metadata_wins_key_by_key() -> None:
+    weak = metadata.Metadata(ram=64, description="weak", symbol="router.svg")
+    strong = metadata.Metadata(ram=128, description=None)
+    assert strong.over(weak) == metadata.Metadata(ram=128, description="weak",
+                                                  symbol="router.svg")

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ METADATA_KEYS: dict[str, Any] = {
 }
 
 
-def load_metadata(path: Path) -> dict[str, Any]:
+def load_metadata(path: Path) -> Metadata:
     """Read one metadata YAML file; a MinivmError naming the file and key when it is wrong."""
     from minivm import yamlfile  # here, not at the top: a cached build reads no metadata
 
@@ -54,14 +54,14 @@ def load_metadata(path: Path) -> dict[str, Any]:
         raise MinivmError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
     data = yamlfile.load(text, where=str(path))
     if data is None:
-        return {}
+        return Metadata()
     if not isinstance(data, dict):
         raise MinivmError(f"{path}: expected `key: value` lines, got {type(data).__name__}",
                           hint=f"allowed keys: {', '.join(METADATA_KEYS)}")
     return check_metadata(data, where=str(path))
 
 
-def check_metadata(data: dict[Any, Any], *, where: str) -> dict[str, Any]:
+def check_metadata(data: dict[Any, Any], *, where: str) -> Metadata:
     """Check keys and types of metadata; return it with normalised values."""
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -69,7 +69,7 @@ def check_metadata(data: dict[Any, Any], *, where: str) -> dict[str, Any]:
             raise MinivmError(f"{where}: unknown key {key!r}",
                               hint=f"allowed keys: {', '.join(METADATA_KEYS)}")
         out[key] = _metadata_value(key, value, where)
-    return out
+    return Metadata(**out)
 
 
 def _unicode(value: Any, key: str, where: str) -> Any:
@@ -130,7 +130,7 @@ def _type_error(where: str, key: str, rule: str, value: Any) -> MinivmError:
                        hint="fix the value")
 
 
-def label_metadata(labels: dict[str, str], *, image: str) -> dict[str, Any]:
+def label_metadata(labels: dict[str, str], *, image: str) -> Metadata:
     """Metadata from image labels: a few OCI ones, and ``minivm.appliance.<key>``."""
     oci = {"org.opencontainers.image.description": "description",
            "org.opencontainers.image.vendor": "vendor_name",
@@ -159,7 +159,7 @@ def label_metadata(labels: dict[str, str], *, image: str) -> dict[str, Any]:
             out[key] = _metadata_value(key, int(value), where)
             continue
         out[key] = _metadata_value(key, value, where)
-    return out
+    return Metadata(**out)
 
 
 def metadata_files(name: str, record: cache.BuildRecord) -> list[Path]:
@@ -209,21 +209,26 @@ class Metadata:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Metadata:
-        """From checked metadata (:func:`check_metadata`'s output)."""
+        """From what :meth:`to_json` wrote."""
         return cls(**data)
+
+    def over(self, weaker: Metadata) -> Metadata:
+        """This metadata over ``weaker``: each key this one does not say (None) is the
+        weaker one's."""
+        return replace(weaker, **{k: v for k, v in asdict(self).items() if v is not None})
 
 
 def metadata(name: str, record: cache.BuildRecord) -> Metadata:
     """Every source merged key by key: defaults.yaml, image labels, then the metadata files
     (later wins; a null value keeps the earlier one)."""
     defaults = appliances_dir() / DEFAULTS_FILE
-    layers = [load_metadata(defaults) if defaults.is_file() else {},
+    layers = [load_metadata(defaults) if defaults.is_file() else Metadata(),
               label_metadata(record.labels, image=name),
               *(load_metadata(f) for f in metadata_files(name, record))]
-    merged: dict[str, Any] = {}
+    merged = Metadata()
     for layer in layers:
-        merged.update({k: v for k, v in layer.items() if v is not None})
-    return Metadata.from_json(merged)
+        merged = layer.over(merged)
+    return merged
 
 
 def required_metadata(name: str, record: cache.BuildRecord) -> Metadata:
