@@ -26,6 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     made with ``tests.marks.fixture`` (see there)."""
     for item in items:
         marks.mark(item)
+    # The tests of the arm64 kit run last: .ci/run builds that kit in the background while
+    # the others run (the kit's build lock makes the tests wait for it, not build it twice).
+    items.sort(key=lambda item: "arm64_kit" in getattr(item, "fixturenames", ()))
 
 
 @fixture("engine", scope="session")
