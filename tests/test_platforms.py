@@ -211,3 +211,19 @@ def test_aarch64_appliance_boots_with_qemu_system_aarch64_under_tcg(tmp_path: Pa
     problems = kernel_problems({"qemu": {**data["qemu"],
                                                    "kernel_command_line": "console=ttyS0 root=x"}})
     assert any("console=ttyAMA0" in p for p in problems)
+
+
+def test_another_platforms_build_takes_the_images_metadata() -> None:
+    """alpine-minivm-arm64 is alpine-minivm's build for arm64: the shipped image's metadata
+    (its 64 MB of RAM among them) applies to it as to the amd64 build."""
+    from minivm.cache import BuildRecord
+    from minivm.gns3.metadata import metadata_files
+    from minivm.paths import images_dir
+
+    shipped = images_dir() / "alpine-minivm" / "appliance.yaml"
+    for name, platform in (("alpine-minivm", "linux/amd64"), ("alpine-minivm-arm64",
+                                                               "linux/arm64")):
+        record = BuildRecord(key="k", name=name, source="alpine-minivm",
+                             image_id="sha256:" + "1" * 64, backend="mke2fs", outputs={},
+                             platform=platform)
+        assert metadata_files(name, record)[0] == shipped, name

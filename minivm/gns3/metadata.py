@@ -23,6 +23,7 @@ from minivm.gns3.model import (
     options_problem,
 )
 from minivm.paths import appliances_dir, images_dir
+from minivm.platforms import parse as parse_platform
 
 METADATA_FILE = "appliance.yaml"
 DEFAULTS_FILE = "defaults.yaml"
@@ -163,15 +164,19 @@ def label_metadata(labels: dict[str, str], *, image: str) -> Metadata:
 
 
 def metadata_files(name: str, record: cache.BuildRecord) -> list[Path]:
-    """The image's metadata file and the user's ``appliances/<name>.yaml``, weakest first."""
+    """The image's metadata file and the user's ``appliances/<name>.yaml``, weakest first.
+    Another platform's build (``NAME-arm64``) takes NAME's files, then its own
+    ``appliances/NAME-arm64.yaml``."""
+    suffix = parse_platform(record.platform).suffix if record.platform else ""
+    base = name.removesuffix(suffix) if suffix else name
     files = []
-    shipped = images_dir() / name / METADATA_FILE
+    shipped = images_dir() / base / METADATA_FILE
     source = Path(record.source)
     if shipped.is_file():
         files.append(shipped)
     elif source.is_absolute() and (source / METADATA_FILE).is_file():
         files.append(source / METADATA_FILE)
-    files.append(appliances_dir() / f"{name}.yaml")
+    files += [appliances_dir() / f"{n}.yaml" for n in dict.fromkeys((base, name))]
     return [f for f in files if f.is_file()]
 
 
