@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -91,13 +91,15 @@ def spawn(
 
     The child cannot outlive the block: when an exception leaves it, the child is killed;
     either way its stdin is closed and it is waited for (its exit code is then
-    ``proc.returncode``)."""
+    ``proc.returncode``). Nor can it outlive minivm: killed by any signal (a closed terminal,
+    SIGKILL), minivm takes the child with it (the kernel's parent-death signal)."""
     argv = [str(a) for a in cmd]
     argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
     log.debug("spawn: %s", " ".join(argv))
     try:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                start_new_session=new_session)
+                                start_new_session=new_session,
+                                preexec_fn=_killed_with(os.getpid()))
     except OSError as e:
         raise MinivmError(f"cannot start {argv[0]}: {e.strerror}") from e
     try:
@@ -113,6 +115,24 @@ def spawn(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def _killed_with(parent: int) -> Callable[[], None]:
+    """What a child runs before its program: ask the kernel for SIGKILL when ``parent`` dies
+    (prctl PR_SET_PDEATHSIG), and end at once if it died already."""
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+    return setup
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def stderr_tail(data: bytes | None, lines: int = 3) -> str:

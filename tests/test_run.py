@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +37,19 @@ def test_a_child_reading_stdin_sees_it_closed_at_the_end() -> None:
 def test_a_missing_program_is_one_clear_error() -> None:
     with pytest.raises(MinivmError, match="is not installed"), spawn(["no-such-program-x"]):
         pass
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM])
+def test_a_child_does_not_outlive_minivm_killed(signal_number: int) -> None:
+    """minivm killed outright (SIGKILL) or by a closed terminal (SIGHUP) or SIGTERM, in a
+    new session as a VM is: its child goes too, instead of running on unowned."""
+    code = ("import time\nfrom minivm.run import spawn\n"
+            "with spawn(['sleep', '600'], new_session=True) as p:\n"
+            "    print(p.pid, flush=True)\n    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert vmctl.alive(child)
+    parent.send_signal(signal_number)
+    parent.wait(timeout=30)
+    assert vmctl.wait_exit(child, 10), f"pid {child} still runs after its parent died"
