@@ -523,13 +523,16 @@ def _last_log_line(client: Client, pid: str, node_id: str) -> str:
 
 def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[str],
               new_links: list[str], started: dict[str, str]) -> None:
-    """Undo what one ``up`` did; errors while undoing do not hide the first one."""
+    """Undo what one ``up`` did; errors while undoing do not hide the first one.
+
+    The nodes it started are powered off, not shut down: a guest still booting ignores the
+    power button, and GNS3 then waits two minutes before it kills QEMU. Each such node's
+    ``on_close`` is set to ``power_off`` for the stop and given back afterwards."""
+    for nid in started.values():
+        with contextlib.suppress(MinivmError):
+            _power_off(client, pid, nid)
     steps: list[tuple[str, str]] = []
-    if created_project:
-        if started:
-            steps.append(("POST", f"/projects/{pid}/nodes/stop"))
-    else:
-        steps += [("POST", f"/projects/{pid}/nodes/{nid}/stop") for nid in started.values()]
+    if not created_project:
         steps += [("DELETE", f"/projects/{pid}/links/{lid}") for lid in new_links]
         steps += [("DELETE", f"/projects/{pid}/nodes/{nid}") for nid in new_nodes]
     for method, path in steps:
@@ -538,6 +541,23 @@ def _rollback(client: Client, pid: str, created_project: bool, new_nodes: list[s
     if created_project:
         with contextlib.suppress(MinivmError):
             delete_project(client, pid)
+
+
+def _power_off(client: Client, pid: str, nid: str) -> None:
+    """Stop node ``nid`` at once (QEMU ended, no power button), its ``on_close`` unchanged."""
+    node = f"/projects/{pid}/nodes/{nid}"
+    answer = client.get(node, what="reading a node")
+    properties = answer.get("properties") if isinstance(answer, dict) else None
+    on_close = properties.get("on_close") if isinstance(properties, dict) else None
+    if on_close != "power_off":
+        client.put(node, {"properties": {"on_close": "power_off"}},
+                   what="setting a node's close action")
+    try:
+        client.post(f"{node}/stop", ok=(404,), what="stopping a node", timeout=300)
+    finally:
+        if isinstance(on_close, str) and on_close != "power_off":
+            client.put(node, {"properties": {"on_close": on_close}},
+                       what="setting a node's close action")
 
 
 def delete_project(client: Client, pid: str, *, attempts: int = 3) -> None:
