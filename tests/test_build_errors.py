@@ -149,8 +149,11 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, docker_api):
     (context / "Dockerfile").write_text(
         "FROM debian:bookworm-slim\nRUN head -c 300000000 /dev/urandom > /blob\n")
     out = tmp_path / "out"
+    # Ctrl-C as in a terminal: SIGINT handled by default, whatever this test inherited (a
+    # shell's background job starts with it ignored, and Python then keeps it ignored)
     proc = subprocess.Popen(MINIVM + ["build", str(context)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "MINIVM_BUILD_DIR": str(out)})
+                            env={**os.environ, "MINIVM_BUILD_DIR": str(out)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the tree is being written
         if "Unpacking" in line:
@@ -182,11 +185,10 @@ def test_rootless_build_under_fakeroot(tmp_path, quiet):
             member("dev/null", kind=b"3", mode=0o666),
         ]])
         out = work / "out"
-        os.environ["MINIVM_CACHE_DIR"] = str(work / "cache")
-        try:  # the init tree is built once with the engine (root's); then no engine is needed
+        with pytest.MonkeyPatch.context() as env:  # the caller's own value comes back
+            env.setenv("MINIVM_CACHE_DIR", str(work / "cache"))
+            # the init tree is built once with the engine (root's); then no engine is needed
             inject.prepare(reporter=quiet)
-        finally:
-            del os.environ["MINIVM_CACHE_DIR"]
         subprocess.run(["chmod", "-R", "a+rwX", str(work)], check=True)
         proc = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",

@@ -16,7 +16,7 @@ import pytest
 from minivm.errors import MinivmError
 from minivm.fsutil import md5_file
 from minivm.kit import initramfs, kernel
-from minivm.paths import kernel_dir
+from minivm.paths import cache_dir, kernel_dir
 from minivm.ui import QUIET
 from tests.marks import fixture
 from tests.vm import (
@@ -217,7 +217,7 @@ def test_a_second_build_of_the_same_kit_waits_for_the_first(kit: kernel.Kit):
     import fcntl
     import time
 
-    lock = (kit.folder.parent / f".lock-{kit.manifest.key[:12]}").open("w")
+    lock = (cache_dir() / "locks" / f"kit-{kit.manifest.key[:16]}").open("w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     proc = subprocess.Popen([str(Path(sys.executable).with_name("minivm")), "kernel", "build"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

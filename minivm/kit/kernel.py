@@ -354,9 +354,11 @@ def build(*, reporter: Reporter, force: bool = False, source: Path | None = None
 def _sole_builder(output_root: Path, key: str, reporter: Reporter) -> Iterator[None]:
     """Hold the build lock of the kit ``key``: a second build of the same kit (another
     `minivm kernel build`, a test run beside a build) waits for the first and then finds
-    the kit in the cache, instead of compiling it again beside it."""
-    output_root.mkdir(parents=True, exist_ok=True)
-    with (output_root / f".lock-{key[:12]}").open("w") as lock:
+    the kit in the cache, instead of compiling it again beside it. The lock files live in
+    ``<cache>/locks/``, not among the kits."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"kit-{key[:16]}").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
