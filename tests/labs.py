@@ -12,8 +12,9 @@ from minivm.image import build, inject
 from minivm.kit import kernel
 from minivm.platforms import host
 from minivm.ui import QUIET
-from tests.cli import MINIVM, cli
+from tests.cli import MINIVM, REPO, cli
 from tests.imagefactory import alpine_lookalike
+from tests.terminal import Terminal
 
 READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh) started
 
@@ -87,3 +88,21 @@ def fsck_overlay(overlay: Path, tmp: Path) -> str:
         return done.stdout
     finally:
         raw.unlink()
+
+
+def run_single_then_resume(bundle: Path, *run_args: str, check: bytes = b"echo $((6*7))",
+                           shows: bytes = rb"\n42", timeout: float = 180) -> None:
+    """``minivm run BUNDLE --append single``: the initramfs's shell comes before the root is
+    mounted; leaving it resumes the boot to the main process, where ``check`` typed prints
+    ``shows``; Ctrl-] then detaches, which powers the VM off."""
+    with Terminal([*MINIVM, "run", bundle, *run_args, "--append", "single"],
+                  cwd=REPO) as term:
+        term.expect(rb"single-user shell before mounting the root", timeout)
+        term.expect(rb"\(initramfs\) [^\n]*# ", 30)
+        assert b"Welcome to" not in term.output
+        term.send(b"exit\r")
+        term.expect(READY.encode(), timeout)
+        term.send(check + b"\r")
+        term.expect(shows, 30)
+        term.send(b"\x1d")
+        assert term.wait(timeout=60) == 0

@@ -23,7 +23,15 @@ from minivm.ui import QUIET
 from tests import gns3_env
 from tests import gns3_server as gs
 from tests.cli import MINIVM, cli
-from tests.labs import READY, fsck_overlay, ip, lookalike_bundle, sh, write_lab
+from tests.labs import (
+    READY,
+    fsck_overlay,
+    ip,
+    lookalike_bundle,
+    run_single_then_resume,
+    sh,
+    write_lab,
+)
 from tests.marks import fixture
 from tests.terminal import Terminal
 
@@ -81,16 +89,8 @@ def test_arm64_kit_is_aarch64_reproducible_and_cached(arm64_kit: kernel.Kit,
 
 @pytest.mark.boot
 def test_arm64_minivm_single_then_resumes_to_its_main_process(arm64_bundle: Path) -> None:
-    with Terminal([*MINIVM, "run", arm64_bundle, "--append", "single"], cwd=REPO) as term:
-        term.expect(rb"single-user shell before mounting the root", 180)
-        term.expect(rb"\(initramfs\) [^\n]*# ", 30)
-        assert b"Welcome to" not in term.output
-        term.send(b"exit\r")
-        term.expect(READY.encode(), 180)
-        term.send(b"uname -m; echo $((6*7))\r")
-        term.expect(rb"aarch64\s+42", 30)
-        term.send(b"\x1d")  # Ctrl-]: detach, which powers the VM off
-        assert term.wait(timeout=60) == 0
+    run_single_then_resume(arm64_bundle, check=b"uname -m; echo $((6*7))",
+                           shows=rb"aarch64\s+42")
 
 
 @pytest.mark.boot

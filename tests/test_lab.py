@@ -26,9 +26,8 @@ from minivm import lab
 from minivm.vm import console
 from minivm.vm.console import CURSOR_REPORT
 from tests.cli import MINIVM, cli
-from tests.labs import READY, fsck_overlay, ip, variant, write_lab
+from tests.labs import READY, fsck_overlay, ip, run_single_then_resume, variant, write_lab
 from tests.ports import free_udp_ports
-from tests.terminal import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -300,14 +299,4 @@ def test_silent_kvm_node_is_restarted_under_tcg(bundle: Path, tmp_path: Path) ->
 
 @pytest.mark.boot
 def test_run_single_shows_the_recovery_shell_then_resumes(bundle: Path) -> None:
-    with Terminal([*MINIVM, "run", bundle, "--accel", "tcg", "--append", "single"],
-                  cwd=REPO) as term:
-        term.expect(rb"single-user shell before mounting the root", 120)
-        term.expect(rb"\(initramfs\) [^\n]*# ", 30)
-        assert b"Welcome to" not in term.output
-        term.send(b"exit\r")
-        term.expect(READY.encode(), 120)
-        term.send(b"echo $((6*7))\r")
-        term.expect(rb"\n42", 30)
-        term.send(b"\x1d")  # Ctrl-]: detach, which powers the VM off
-        assert term.wait(timeout=30) == 0
+    run_single_then_resume(bundle, "--accel", "tcg")

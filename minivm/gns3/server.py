@@ -212,43 +212,42 @@ class Client:
         return self.request("POST", path, data=chunks(), what=what, timeout=LONG_TIMEOUT,
                             headers={"Content-Type": "application/octet-stream"})
 
-    def tail(self, path: str, *, what: str, limit: int = 16384) -> str:
-        """The last ``limit`` bytes of a text file the server serves (a node's log), decoded;
-        the server's words: show them through :func:`minivm.textsafe.shown`."""
+    @contextmanager
+    def _blocks(self, path: str, *, what: str, timeout: float) -> Iterator[Iterator[bytes]]:
+        """The body of a GET of ``path``, block by block; an error status or a connection
+        that fails (before or while reading) is one error naming ``what``."""
         url = f"{self.creds.url}/v3{path}"
         try:
-            with self.session.get(url, stream=True, timeout=TIMEOUT,
+            with self.session.get(url, stream=True, timeout=timeout,
                                   verify=self.verify) as response:
                 if response.status_code >= 400:
                     raise MinivmError(f"GNS3 server {self.creds.url}: {what} failed "
                                       f"({response.status_code}): {_detail(response)}")
-                kept = b""
-                for block in response.iter_content(CHUNK):
-                    kept = (kept + block)[-limit:]
+                yield response.iter_content(CHUNK)
         except requests.RequestException as e:
             raise unreachable(self.creds.url, e) from e
+
+    def tail(self, path: str, *, what: str, limit: int = 16384) -> str:
+        """The last ``limit`` bytes of a text file the server serves (a node's log), decoded;
+        the server's words: show them through :func:`minivm.textsafe.shown`."""
+        kept = b""
+        with self._blocks(path, what=what, timeout=TIMEOUT) as blocks:
+            for block in blocks:
+                kept = (kept + block)[-limit:]
         return kept.decode(errors="replace")
 
     def download(self, path: str, dest: Path, *, what: str,
                  progress: Callable[[int], None] | None = None) -> int:
         """GET ``path`` into the open file ``dest``; returns the bytes written."""
-        url = f"{self.creds.url}/v3{path}"
-        try:
-            with self.session.get(url, stream=True, timeout=LONG_TIMEOUT,
-                                  verify=self.verify) as response:
-                if response.status_code >= 400:
-                    raise MinivmError(f"GNS3 server {self.creds.url}: {what} failed "
-                                      f"({response.status_code}): {_detail(response)}")
-                size = 0
-                with dest.open("wb") as out:
-                    for block in response.iter_content(CHUNK):
-                        out.write(block)
-                        size += len(block)
-                        if progress:
-                            progress(len(block))
-                return size
-        except requests.RequestException as e:
-            raise unreachable(self.creds.url, e) from e
+        size = 0
+        with self._blocks(path, what=what, timeout=LONG_TIMEOUT) as blocks, \
+                dest.open("wb") as out:
+            for block in blocks:
+                out.write(block)
+                size += len(block)
+                if progress:
+                    progress(len(block))
+        return size
 
 
 def unreachable(url: str, error: Exception) -> MinivmError:
