@@ -61,7 +61,7 @@ ENTRYPOINT ["/etc/init.sh"]
 """
 
 
-# The same on a busybox of another architecture (the init's toolbox busybox, static): FROM
+# The same on a static busybox of another architecture: FROM
 # scratch, so that no base image of that platform is needed; the RUN step runs through binfmt.
 ALPINE_LOOKALIKE_FOREIGN = """\
 FROM scratch

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from minivm.gns3 import appliance
-from minivm.image import build, inject
-from minivm.kit import kernel
+from minivm.image import build
+from minivm.kit import initramfs, kernel
 from minivm.platforms import host
 from minivm.ui import QUIET
 from tests.cli import MINIVM, REPO, cli
@@ -21,12 +21,15 @@ READY = r"Welcome to .*a MiniVM"  # the look-alike's main process (/etc/init.sh)
 
 def lookalike_bundle(out: Path, kit: kernel.Kit) -> Path:
     """alpine-minivm's look-alike (busybox userland) built under ``out`` as a .gns3a bundle
-    booting ``kit``, for the kit's platform (another platform's busybox is the toolbox's of the
-    init built for it)."""
+    booting ``kit``, for the kit's platform (another platform's busybox is the one the kit's
+    initramfs carries: static, nearly every applet)."""
     platform = kit.platform
     busybox = None
     if platform is not host():
-        busybox = inject.prepare(reporter=QUIET, platform=platform).root / ".minivm/bin/busybox"
+        entries = initramfs.read_cpio(initramfs.decompress(kit.initrd.read_bytes()))
+        busybox = out / f"busybox-{platform.arch}"
+        out.mkdir(parents=True, exist_ok=True)
+        busybox.write_bytes(next(e.data for e in entries if e.path == "bin/busybox"))
     context = alpine_lookalike(out / "ctx", busybox)
     result = build.build(str(context), reporter=QUIET, output_dir=out / "build",
                          platform=platform)

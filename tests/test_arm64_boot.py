@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from tests.labs import (
     write_lab,
 )
 from tests.marks import fixture
+from tests.ports import free_port
 from tests.terminal import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +115,7 @@ def mixed_lab(bundle: Path, arm64_bundle: Path, tmp_path: Path) -> Iterator[Path
     path = write_lab(tmp_path, bundle, {"x86": ip("10.0.7.1/24"), "arm": ip("10.0.7.2/24")},
                      ["x86:eth0 -- arm:eth0"])
     spec = json.loads(path.read_text())
-    spec["nodes"]["arm"]["appliance"] = str(arm64_bundle)
+    spec["nodes"]["arm"].update(appliance=str(arm64_bundle), publish=[f"{free_port()}:8000"])
     path.write_text(json.dumps(spec))
     up = cli("lab", "up", path, "--wait", READY, "--json", timeout=600)
     try:
@@ -139,6 +142,11 @@ def test_mixed_lab_ping_exec_cp_and_power_keys(mixed_lab: Path, tmp_path: Path) 
     assert back.returncode == 0, back.stderr
     assert (tmp_path / "back").read_bytes() == data
 
+    # a published port of the arm64 node (QEMU's user network on `virt`)
+    sh(path, "arm", "(echo via-arm | nc -l -p 8000 >/dev/null 2>&1 &)")
+    port = int(json.loads(path.read_text())["nodes"]["arm"]["publish"][0].split(":")[0])
+    assert read_port(port) == b"via-arm\n"
+
     down = cli("lab", "down", path, "--json", timeout=300)
     assert down.returncode == 0, down.stderr
     # each powered off by its power key (ACPI's on x86, the gpio-keys KEY_POWER on `virt`)
@@ -146,6 +154,18 @@ def test_mixed_lab_ping_exec_cp_and_power_keys(mixed_lab: Path, tmp_path: Path) 
     for node in ("x86", "arm"):
         fsck_overlay(lab.node_dir(path.parent / "lab.state", node) / "hda_disk.qcow2",
                      tmp_path)
+
+
+def read_port(port: int, timeout: float = 60) -> bytes:
+    """What a TCP server behind 127.0.0.1:``port`` sends; QEMU's user network accepts before
+    the guest listens (and then closes at once), so empty answers are tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            data = b"".join(iter(lambda: s.recv(4096), b""))
+        if data or time.monotonic() > deadline:
+            return data
+        time.sleep(0.5)
 
 
 def test_arm64_appliance_passes_gns3s_validators(arm64_bundle: Path) -> None:
