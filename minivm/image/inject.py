@@ -10,6 +10,7 @@ with the same sources needs no engine.
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,6 @@ TREE = "tree"
 SOURCE_DATE_EPOCH = "1700000000"
 # What the engine adds to every exported container, not part of the tree.
 SKIP_TOP = {"dev", "proc", "sys", ".dockerenv"}
-# tarfile's extraction filter, where this Python has one (3.11.4 on): "fully_trusted", as the
-# tree is minivm's own init build, checked member by member in _extract, and its modes
-# (setuid, group-writable) and owners must reach the image exactly; the "data" and "tar"
-# filters would change them, and "data" refuses the guest's absolute symlinks.
-HAS_FILTERS = hasattr(tarfile, "data_filter")
 
 
 @dataclass(frozen=True)
@@ -103,13 +99,34 @@ def _extract(stream: BinaryIO, dest: Path) -> None:
             target = dest / name
             if not (target.parent if info.issym() else target).resolve().is_relative_to(top):
                 raise MinivmError(f"the init build holds a path through a symlink: {name!r}")
-            if HAS_FILTERS:
-                tar.extract(info, dest, set_attrs=True, filter="fully_trusted")
-            else:
-                tar.extract(info, dest, set_attrs=True)
+            _write(tar, info, target)
     for path in sorted(dest.rglob("*"), reverse=True):  # folders the artifacts left empty
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
+
+
+def _write(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path) -> None:
+    """One checked member at ``target``, written by minivm itself rather than by tarfile
+    (whose filters, where this Python has them, would change the setuid and group-writable
+    modes the image must get): a symlink already there is replaced, never followed; mode,
+    owner (when root) and time as the member says."""
+    if target.is_symlink():
+        target.unlink()
+    if info.isdir():
+        target.mkdir(exist_ok=True)
+    elif info.issym():
+        target.unlink(missing_ok=True)
+        os.symlink(info.linkname, target)
+    else:
+        source = tar.extractfile(info)
+        assert source is not None  # a regular file's data
+        with source, target.open("wb") as out:
+            shutil.copyfileobj(source, out)
+    if os.geteuid() == 0:
+        os.chown(target, info.uid, info.gid, follow_symlinks=False)
+    if not info.issym():
+        os.chmod(target, info.mode)
+    os.utime(target, (info.mtime, info.mtime), follow_symlinks=False)
 
 
 def tree_bytes(root: Path) -> int:
