@@ -43,8 +43,10 @@ def main() -> None:
                         help="Docker's platform of the kit (default: the host's)")
     args = parser.parse_args()
     platform = platforms.parse_list(args.platform)[0]
+    scratch_parent = kernel.kits_dir().parent
+    scratch_parent.mkdir(parents=True, exist_ok=True)
     for flavour in args.flavour:
-        with tempfile.TemporaryDirectory(dir=kernel.kits_dir().parent) as tmp:
+        with tempfile.TemporaryDirectory(dir=scratch_parent) as tmp:
             builds = []
             for i in range(2 if args.twice else 1):
                 builds.append(timed(force=True, output_root=Path(tmp) / f"full{i}",
