@@ -14,6 +14,11 @@ Measured: QEMU's wall time from its start to the marker on the serial console, a
 uptime at the marker. Runs alternate between the variants so that load hits all alike.
 
     .venv/bin/python -m bench.kernel_flavours [--runs 5] [--adapter e1000] [--interface sata]
+        [--firmware seabios qboot]
+
+--firmware names the firmware of each variant (QEMU's default SeaBIOS, or qboot, QEMU's
+minimal firmware, given as `-bios qboot.rom` in the appliance's options): with two, every
+variant runs with each, side by side, and the ratios are against the first one's cloud floor.
 """
 
 from __future__ import annotations
@@ -35,10 +40,17 @@ from tests.vm import VM
 REPO = Path(__file__).resolve().parent.parent
 
 FLAVOURS = ("cloud", "minimal")
+FIRMWARE_OPTIONS = {"seabios": [], "qboot": ["-bios", "qboot.rom"]}
 
 
-def argv_for(kit: kernel.Kit, initrd: Path, root: Path, args: argparse.Namespace) -> list[str]:
-    """GNS3's command line for a node with this kernel, initramfs and root disk."""
+def with_firmware(variant: str, firmware: str) -> str:
+    """A variant's name, marked with its firmware unless that is QEMU's default."""
+    return variant if firmware == "seabios" else f"{variant} {firmware}"
+
+
+def argv_for(kit: kernel.Kit, initrd: Path, root: Path, args: argparse.Namespace,
+             firmware: str = "seabios") -> list[str]:
+    """GNS3's command line for a node with this kernel, initramfs, root disk and firmware."""
     drives = [qemu.Drive(root, args.interface)]
     if kit.modules:
         drives.append(qemu.Drive(kit.modules, args.interface))
@@ -48,7 +60,7 @@ def argv_for(kit: kernel.Kit, initrd: Path, root: Path, args: argparse.Namespace
         adapters=(None,), console=qemu.Console("stdio"))
     # -no-reboot: the floor's poweroff -f and the images' exit end QEMU at once; -snapshot:
     # every run starts from the same disks.
-    return qemu.command_line(machine) + ["-no-reboot", "-snapshot"]
+    return qemu.command_line(machine) + FIRMWARE_OPTIONS[firmware] + ["-no-reboot", "-snapshot"]
 
 
 def measure(argv: list[str], marker: str) -> tuple[float, float]:
@@ -66,6 +78,8 @@ def main() -> None:
                         help="GNS3 adapter type (e1000 is GNS3's default)")
     parser.add_argument("--interface", default="scsi", choices=["scsi", "virtio", "sata", "ide"])
     parser.add_argument("--ram", type=int, default=256)
+    parser.add_argument("--firmware", nargs="+", default=["seabios"],
+                        choices=sorted(FIRMWARE_OPTIONS))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=memory_dir()) as tmp:
         work = Path(tmp)
@@ -76,12 +90,15 @@ def main() -> None:
         floor = floor_initrd(work / "floor.img")
         images = image_disks(work)
         first = next(iter(images.values()))
-        variants = {f"floor ({f})": (argv_for(kits[f], floor, first, args), "UPTIME-AT-INIT")
-                    for f in FLAVOURS}
-        for name, disk in images.items():
+        variants = {}
+        for fw in args.firmware:
             for f in FLAVOURS:
-                variants[f"{name}/{f}"] = (argv_for(kits[f], kits[f].initrd, disk, args),
-                                           "UPTIME-AT-MAIN")
+                variants[with_firmware(f"floor ({f})", fw)] = (
+                    argv_for(kits[f], floor, first, args, fw), "UPTIME-AT-INIT")
+            for name, disk in images.items():
+                for f in FLAVOURS:
+                    variants[with_firmware(f"{name}/{f}", fw)] = (
+                        argv_for(kits[f], kits[f].initrd, disk, args, fw), "UPTIME-AT-MAIN")
         sizes = {f: {role: kits[f].manifest.files[role].size / 1e6
                      for role in ("kernel", "initrd", "modules")} for f in FLAVOURS}
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
@@ -90,13 +107,13 @@ def main() -> None:
                 results[name].append(measure(argv, marker))
             print(f"run {i + 1} (wall): " + ", ".join(f"{k} {v[-1][1]:.2f} s"
                                                       for k, v in results.items()), flush=True)
-    base = "floor (cloud)"
+    base = with_firmware("floor (cloud)", args.firmware[0])
     for idx, what in ((1, "QEMU wall time"), (0, "guest uptime")):
         med = {k: statistics.median(x[idx] for x in v) for k, v in results.items()}
         print(f"\nto the marker ({what}, medians of {args.runs} runs)")
-        print(f"{'':28}{'seconds':>9}{'vs ' + base:>20}")
+        print(f"{'':34}{'seconds':>9}{'vs ' + base:>20}")
         for name, value in med.items():
-            print(f"{name:28}{value:>8.2f}s{value / med[base]:>19.2f}x")
+            print(f"{name:34}{value:>8.2f}s{value / med[base]:>19.2f}x")
     print(f"\n(disks on {args.interface}, 1 {args.adapter}, {args.ram} MB, "
           f"append {BASE_KERNEL_ARGS!r})")
     for f, s in sizes.items():
